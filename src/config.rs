@@ -1,0 +1,313 @@
+//! Every tunable of the server, its default, its validation, and the parsing of the
+//! human-friendly size (`4KiB`) and duration (`500ms`) forms the CLI accepts.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Who may open a WebSocket from a browser page (gorilla's `CheckOrigin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginPolicy {
+    /// An `Origin` header, when present, must name the same host as `Host`.
+    SameOrigin,
+    /// Any origin may connect.
+    Any,
+    /// Only these origins (scheme://host[:port], compared case-insensitively) may connect.
+    List(Vec<String>),
+}
+
+/// Server configuration. `Config::default()` is what `wsloop` runs with when given no flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The request path that upgrades; any other path gets 404.
+    pub path: String,
+    /// tungstenite's read buffer per busy connection: the most it pulls per read call.
+    pub read_buffer: usize,
+    /// Output collected before a write is forced in the middle of a batch.
+    pub write_buffer: usize,
+    /// Pending (unsent) output above which the server stops reading from that connection.
+    pub max_pending_output: usize,
+    /// Largest message, after reassembly of fragments (close 1009 above it).
+    pub max_message: usize,
+    /// Largest single frame payload (close 1009 above it).
+    pub max_frame: usize,
+    /// Largest HTTP upgrade request (request line and headers) in bytes (431 above it).
+    pub max_request: usize,
+    /// Open connections (including handshakes) above which new sockets get 503.
+    pub max_connections: usize,
+    /// Connections from one IP address above which new sockets get 503; `None` is no limit.
+    pub max_connections_per_ip: Option<usize>,
+    /// A connection that received nothing for this long is sent a Ping.
+    pub ping_interval: Duration,
+    /// Read deadline: a connection that received nothing (not even a Pong) for this long is closed with 1001.
+    pub idle_timeout: Duration,
+    /// Output that stays unsent for this long closes the connection (slow consumer).
+    pub write_timeout: Duration,
+    /// The upgrade must complete within this long after accept.
+    pub handshake_timeout: Duration,
+    /// After the server sends Close, the peer has this long to answer before the socket is dropped.
+    pub close_timeout: Duration,
+    /// The origin check.
+    pub origins: OriginPolicy,
+    /// Subprotocols the server speaks, in order of preference.
+    pub subprotocols: Vec<String>,
+}
+
+/// File descriptors kept back from `max_connections` for the listener, the poll, logging and signals.
+pub const FD_RESERVE: usize = 32;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            path: "/ws".into(),
+            read_buffer: 4 << 10,
+            write_buffer: 64 << 10,
+            max_pending_output: 1 << 20,
+            max_message: 16 << 20,
+            max_frame: 16 << 20,
+            max_request: 8 << 10,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: None,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            origins: OriginPolicy::SameOrigin,
+            subprotocols: Vec::new(),
+        }
+    }
+}
+
+/// What the open-file limit allows, less [`FD_RESERVE`]; at least 1.
+pub fn default_max_connections() -> usize {
+    crate::sys::nofile_limit()
+        .saturating_sub(FD_RESERVE as u64)
+        .clamp(1, 1 << 24) as usize
+}
+
+/// A configuration that cannot work, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Rejects contradictory or useless settings with a message naming the option.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |m: String| Err(ConfigError(m));
+        if !self.path.starts_with('/') {
+            return err(format!("path {:?} must start with '/'", self.path));
+        }
+        if self.read_buffer < 256 {
+            return err("read buffer must be at least 256 bytes".into());
+        }
+        if self.write_buffer == 0 {
+            return err("write buffer must be at least 1 byte".into());
+        }
+        if self.max_frame == 0 || self.max_message == 0 {
+            return err("max message and max frame must be at least 1 byte".into());
+        }
+        if self.max_frame > self.max_message {
+            return err(format!(
+                "max frame ({}) must not exceed max message ({})",
+                self.max_frame, self.max_message
+            ));
+        }
+        if self.max_request < 512 {
+            return err("max request must be at least 512 bytes".into());
+        }
+        if self.max_connections == 0 {
+            return err("max connections must be at least 1".into());
+        }
+        if self.max_connections_per_ip == Some(0) {
+            return err("max connections per ip must be at least 1".into());
+        }
+        let zero = Duration::ZERO;
+        for (name, d) in [
+            ("ping interval", self.ping_interval),
+            ("idle timeout", self.idle_timeout),
+            ("write timeout", self.write_timeout),
+            ("handshake timeout", self.handshake_timeout),
+            ("close timeout", self.close_timeout),
+        ] {
+            if d == zero {
+                return err(format!("{name} must be longer than 0"));
+            }
+        }
+        if self.idle_timeout <= self.ping_interval {
+            return err(format!(
+                "idle timeout ({}) must be longer than ping interval ({}): a client would be dropped before it is pinged",
+                show_duration(self.idle_timeout),
+                show_duration(self.ping_interval)
+            ));
+        }
+        for p in &self.subprotocols {
+            if p.is_empty() || !p.bytes().all(is_token_byte) {
+                return err(format!("subprotocol {p:?} is not an HTTP token"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Parses `4096`, `4KiB`, `4kb`, `16MiB`, `1GiB` (binary multiples; `k`/`KB` mean KiB too).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 4KiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?}: use B, KiB, MiB or GiB"
+            ));
+        }
+    };
+    n.checked_mul(1 << shift)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number means seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms or 30s"))?;
+    let ms = match unit.trim() {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" | "min" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+/// Formats a duration the way `parse_duration` reads it.
+pub fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Formats a size the way `parse_size` reads it.
+pub fn show_size(n: usize) -> String {
+    for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per_ip = match self.max_connections_per_ip {
+            Some(n) => n.to_string(),
+            None => "off".into(),
+        };
+        let origins = match &self.origins {
+            OriginPolicy::SameOrigin => "same-origin".to_string(),
+            OriginPolicy::Any => "*".to_string(),
+            OriginPolicy::List(l) => l.join(","),
+        };
+        write!(
+            f,
+            "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
+             max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
+             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}]",
+            self.path,
+            show_size(self.read_buffer),
+            show_size(self.write_buffer),
+            show_size(self.max_pending_output),
+            show_size(self.max_message),
+            show_size(self.max_frame),
+            show_size(self.max_request),
+            self.max_connections,
+            per_ip,
+            show_duration(self.ping_interval),
+            show_duration(self.idle_timeout),
+            show_duration(self.write_timeout),
+            show_duration(self.handshake_timeout),
+            show_duration(self.close_timeout),
+            origins,
+            self.subprotocols.join(","),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert_eq!(parse_size("4kb"), Ok(4096));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+        assert_eq!(show_size(16 << 20), "16MiB");
+        assert_eq!(show_size(1000), "1000B");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("18446744073709551615h").is_err());
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn validation() {
+        assert!(Config::default().validate().is_ok());
+        let c = Config {
+            idle_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().0.contains("idle timeout"));
+        let c = Config {
+            max_frame: 2 << 20,
+            max_message: 1 << 20,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            subprotocols: vec!["a b".into()],
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

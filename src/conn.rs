@@ -1,0 +1,776 @@
+//! One connection's state machine: handshake, open, closing, draining. It is generic
+//! over the byte stream so the same code serves TCP, TLS and the fuzzers' in-memory
+//! streams, and it knows nothing of the poll, the slab or other connections.
+//!
+//! Memory follows the work: everything a connection needs only while it is busy
+//! (tungstenite's context, the frame scanner, a partial frame, unsent output) lives in
+//! one [`Busy`] box that goes back to a small per-loop pool as soon as the connection
+//! sits between messages with nothing to send.
+
+use crate::config::Config;
+use crate::handler::{Close, Command, ConnId, Ctx, Handler};
+use crate::handshake::{self, Outcome};
+use crate::scan::{FrameScanner, Rejected, ScanError};
+use crate::wire::{Outbuf, Wire};
+use log::debug;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
+use tungstenite::{Error as WsError, Message};
+
+/// Reads of the scratch buffer one connection may do per readiness event before the
+/// loop serves the others (it comes back to this one on the next turn).
+const READS_PER_TURN: u32 = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Reading the HTTP upgrade request.
+    Handshake,
+    /// Exchanging messages.
+    Open,
+    /// We sent Close and wait for the peer's.
+    Closing,
+    /// Writing out what is left (an HTTP error, a final Close), then dropping.
+    Draining,
+    /// To be removed.
+    Dead,
+}
+
+/// Everything a connection holds only while it has work in progress.
+pub(crate) struct Busy {
+    ws: WebSocketContext,
+    scanner: FrameScanner,
+    /// The request during the handshake, then the bytes of an incomplete frame.
+    partial: Vec<u8>,
+    out: Outbuf,
+    /// When output became pending (write deadline), if it is.
+    out_since: Option<Instant>,
+    /// When Closing or Draining began.
+    since: Instant,
+    /// A message larger than the write buffer went through tungstenite, whose buffer
+    /// keeps that capacity: such a context is dropped, not pooled.
+    big_write: bool,
+}
+
+impl Busy {
+    pub(crate) fn new(cfg: &Config, now: Instant) -> Box<Busy> {
+        let ws_cfg = WebSocketConfig::default()
+            .read_buffer_size(cfg.read_buffer)
+            .write_buffer_size(cfg.write_buffer)
+            .max_write_buffer_size(usize::MAX)
+            .max_message_size(Some(cfg.max_message))
+            .max_frame_size(Some(cfg.max_frame));
+        Box::new(Busy {
+            ws: WebSocketContext::new(Role::Server, Some(ws_cfg)),
+            scanner: FrameScanner::new(cfg.max_frame as u64),
+            partial: Vec::new(),
+            out: Outbuf::default(),
+            out_since: None,
+            since: now,
+            big_write: false,
+        })
+    }
+}
+
+/// Busy states of connections that went idle, ready for the next busy one: a warm
+/// read buffer instead of a cold allocation per connection.
+pub(crate) struct Pool {
+    // Boxed so moving a state between a connection and the pool copies one pointer.
+    #[allow(clippy::vec_box)]
+    boxes: Vec<Box<Busy>>,
+    max: usize,
+}
+
+impl Pool {
+    pub(crate) fn new(max: usize) -> Self {
+        Pool {
+            boxes: Vec::new(),
+            max,
+        }
+    }
+
+    fn put(&mut self, busy: Box<Busy>) {
+        if self.boxes.len() < self.max {
+            self.boxes.push(busy);
+        }
+    }
+}
+
+/// What a connection borrows from the loop while it handles one event.
+pub(crate) struct Env<'a, H> {
+    pub(crate) cfg: &'a Config,
+    pub(crate) pool: &'a mut Pool,
+    pub(crate) handler: &'a mut H,
+    pub(crate) ctx: &'a mut Ctx,
+    /// Commands for other connections, applied by the loop after this event.
+    pub(crate) deferred: &'a mut Vec<(ConnId, Command)>,
+    pub(crate) now: Instant,
+    pub(crate) id: ConnId,
+}
+
+impl<H> Env<'_, H> {
+    fn take_busy(&mut self) -> Box<Busy> {
+        match self.pool.boxes.pop() {
+            Some(b) => b,
+            None => Busy::new(self.cfg, self.now),
+        }
+    }
+}
+
+/// One client connection.
+pub(crate) struct Conn<S> {
+    pub(crate) stream: S,
+    pub(crate) peer: SocketAddr,
+    /// Accept time during the handshake, then the time of the last byte received.
+    last_read: Instant,
+    phase: Phase,
+    /// on_open was called and on_close is still owed.
+    opened: bool,
+    /// A ping went out since the last byte received.
+    pinged: bool,
+    /// Over max_connections (or the per-IP limit): the upgrade gets 503.
+    pub(crate) over_limit: bool,
+    /// The deadline may have moved earlier: the loop must re-arm the timer.
+    pub(crate) rearm: bool,
+    /// Reading stopped before WouldBlock (fairness or backpressure released): revisit.
+    pub(crate) more_input: bool,
+    /// Reading is paused until pending output drains.
+    read_paused: bool,
+    /// WRITABLE interest is registered.
+    pub(crate) writable_interest: bool,
+    busy: Option<Box<Busy>>,
+}
+
+impl<S: Read + Write> Conn<S> {
+    pub(crate) fn new(stream: S, peer: SocketAddr, now: Instant, over_limit: bool) -> Self {
+        Conn {
+            stream,
+            peer,
+            last_read: now,
+            phase: Phase::Handshake,
+            opened: false,
+            pinged: false,
+            over_limit,
+            rearm: true,
+            more_input: false,
+            read_paused: false,
+            writable_interest: false,
+            busy: None,
+        }
+    }
+
+    pub(crate) fn is_dead(&self) -> bool {
+        self.phase == Phase::Dead
+    }
+
+    /// Bytes waiting for the socket.
+    pub(crate) fn pending_output(&self) -> usize {
+        self.busy.as_ref().map_or(0, |b| b.out.len())
+    }
+
+    /// The instant of this connection's nearest deadline.
+    pub(crate) fn deadline(&self, cfg: &Config) -> Option<Instant> {
+        let since = self.busy.as_ref().map_or(self.last_read, |b| b.since);
+        match self.phase {
+            Phase::Handshake => Some(self.last_read + cfg.handshake_timeout),
+            Phase::Open => {
+                let read = if self.pinged {
+                    self.last_read + cfg.idle_timeout
+                } else {
+                    self.last_read + cfg.ping_interval
+                };
+                let write = self
+                    .busy
+                    .as_ref()
+                    .and_then(|b| b.out_since)
+                    .map(|t| t + cfg.write_timeout);
+                Some(write.map_or(read, |w| w.min(read)))
+            }
+            Phase::Closing | Phase::Draining => Some(since + cfg.close_timeout),
+            Phase::Dead => None,
+        }
+    }
+
+    /// The socket is readable (or the loop revisits a connection that had more input).
+    pub(crate) fn on_readable<H: Handler>(&mut self, scratch: &mut [u8], env: &mut Env<H>) {
+        self.more_input = false;
+        match self.phase {
+            Phase::Handshake => self.read_request(scratch, env),
+            Phase::Open | Phase::Closing => self.read_frames(scratch, env),
+            Phase::Draining | Phase::Dead => {}
+        }
+    }
+
+    /// The socket is writable: send what is pending.
+    pub(crate) fn on_writable<H: Handler>(&mut self, env: &mut Env<H>) {
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return;
+        };
+        match busy.out.write_to(&mut self.stream) {
+            Ok(true) => {
+                busy.out_since = None;
+                self.rearm = true;
+                if self.phase == Phase::Draining {
+                    self.phase = Phase::Dead;
+                } else if self.read_paused {
+                    self.read_paused = false;
+                    self.more_input = true;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => self.gone(env, &format!("write failed: {e}")),
+        }
+    }
+
+    /// The timer fired: act on whichever deadline passed.
+    pub(crate) fn on_timer<H: Handler>(&mut self, env: &mut Env<H>) {
+        let now = env.now;
+        let cfg = env.cfg;
+        self.rearm = true;
+        match self.phase {
+            Phase::Handshake if now >= self.last_read + cfg.handshake_timeout => {
+                debug!("{}: handshake timeout", self.peer);
+                self.phase = Phase::Dead;
+            }
+            Phase::Open => {
+                let write_stuck = self
+                    .busy
+                    .as_ref()
+                    .and_then(|b| b.out_since)
+                    .is_some_and(|t| now >= t + cfg.write_timeout);
+                if write_stuck {
+                    self.notify_close(env, 1006, "write timeout");
+                    self.phase = Phase::Dead;
+                } else if now >= self.last_read + cfg.idle_timeout {
+                    self.fail(env, 1001, "idle timeout");
+                } else if !self.pinged && now >= self.last_read + cfg.ping_interval {
+                    self.pinged = true;
+                    self.send_now(env, Message::Ping(Default::default()));
+                }
+            }
+            Phase::Closing | Phase::Draining => {
+                let since = self.busy.as_ref().map_or(self.last_read, |b| b.since);
+                if now >= since + cfg.close_timeout {
+                    debug!("{}: close timeout", self.peer);
+                    self.phase = Phase::Dead;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A command from a handler call made for another connection.
+    pub(crate) fn deliver<H: Handler>(&mut self, cmd: Command, env: &mut Env<H>) {
+        if !self.opened || self.phase != Phase::Open {
+            return;
+        }
+        match cmd {
+            Command::Send(msg) => self.send_now(env, msg),
+            Command::Close(code, reason) => self.start_close(env, code, &reason),
+        }
+    }
+
+    /// Graceful shutdown: Close 1001 to open connections, drop half-open ones.
+    pub(crate) fn shutdown<H: Handler>(&mut self, env: &mut Env<H>) {
+        match self.phase {
+            Phase::Handshake => self.phase = Phase::Dead,
+            Phase::Open => self.start_close(env, 1001, "server shutting down"),
+            _ => {}
+        }
+    }
+
+    /// Returns the busy state to the pool when the connection sits between messages
+    /// with nothing pending, so an idle connection holds only its socket and timestamps.
+    pub(crate) fn release_if_idle(&mut self, cfg: &Config, pool: &mut Pool) {
+        let idle = self.phase == Phase::Open
+            && self.busy.as_ref().is_some_and(|b| {
+                b.scanner.between_messages()
+                    && b.partial.is_empty()
+                    && b.out.is_empty()
+                    && b.ws.can_write()
+            });
+        if !idle {
+            return;
+        }
+        if let Some(mut busy) = self.busy.take() {
+            let grew = busy.scanner.take_largest_frame() > cfg.read_buffer as u64
+                || busy.big_write
+                || busy.partial.capacity() > cfg.read_buffer;
+            if !grew {
+                pool.put(busy);
+            }
+        }
+    }
+
+    fn read_request<H: Handler>(&mut self, scratch: &mut [u8], env: &mut Env<H>) {
+        loop {
+            let n = match self.stream.read(scratch) {
+                Ok(0) => {
+                    debug!("{}: closed during handshake", self.peer);
+                    self.phase = Phase::Dead;
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("{}: read failed during handshake: {e}", self.peer);
+                    self.phase = Phase::Dead;
+                    return;
+                }
+            };
+            let busy = self.busy.get_or_insert_with(|| env.take_busy());
+            let before = busy.partial.len();
+            busy.partial.extend_from_slice(&scratch[..n]);
+            // Parse only once the header block can be complete: a request trickling in
+            // byte by byte must not cost a parse per byte.
+            let from = before.saturating_sub(3);
+            let ended = busy.partial[from..].windows(4).any(|w| w == b"\r\n\r\n");
+            if !ended && busy.partial.len() <= env.cfg.max_request {
+                continue;
+            }
+            match handshake::evaluate(&busy.partial, env.cfg, self.peer, self.over_limit) {
+                Outcome::Partial => continue,
+                Outcome::Reject { status, reply } => {
+                    debug!("{}: upgrade refused with {status}", self.peer);
+                    self.drain_then_drop(env, &reply);
+                    return;
+                }
+                Outcome::Accept {
+                    reply,
+                    consumed,
+                    request,
+                } => {
+                    let rest = busy.partial.split_off(consumed);
+                    busy.partial.clear();
+                    let mut wire = Wire {
+                        stream: &mut self.stream,
+                        input: &[],
+                        out: &mut busy.out,
+                    };
+                    if let Err(e) = wire.write_all(&reply) {
+                        debug!("{}: write failed during handshake: {e}", self.peer);
+                        self.phase = Phase::Dead;
+                        return;
+                    }
+                    self.phase = Phase::Open;
+                    self.opened = true;
+                    self.last_read = env.now;
+                    self.rearm = true;
+                    debug!(
+                        "{}: open {} subprotocol={}",
+                        self.peer,
+                        request.path,
+                        request.subprotocol.as_deref().unwrap_or("-")
+                    );
+                    env.handler.on_open(env.ctx, env.id, &request);
+                    self.apply_commands(env);
+                    // Bytes sent right behind the request are the first frames.
+                    if !rest.is_empty() && !self.ingest(&rest, env) {
+                        return;
+                    }
+                    return self.read_frames(scratch, env);
+                }
+            }
+        }
+    }
+
+    fn read_frames<H: Handler>(&mut self, scratch: &mut [u8], env: &mut Env<H>) {
+        let mut reads = 0;
+        loop {
+            if self.pending_output() > env.cfg.max_pending_output {
+                self.read_paused = true;
+                break;
+            }
+            if reads == READS_PER_TURN {
+                self.more_input = true;
+                break;
+            }
+            let n = match self.stream.read(scratch) {
+                Ok(0) => return self.gone(env, "peer closed the connection"),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.gone(env, &format!("read failed: {e}")),
+            };
+            reads += 1;
+            self.last_read = env.now;
+            self.pinged = false;
+            if !self.ingest(&scratch[..n], env) {
+                return;
+            }
+        }
+        self.flush(env);
+    }
+
+    /// Scans newly received bytes and hands the whole frames among them to tungstenite;
+    /// false when the connection stopped being readable.
+    fn ingest<H: Handler>(&mut self, data: &[u8], env: &mut Env<H>) -> bool {
+        let busy = self.busy.get_or_insert_with(|| env.take_busy());
+        let (complete, error) = match busy.scanner.scan(data) {
+            Ok(c) => (c, None),
+            Err(Rejected { complete, error }) => (complete, Some(error)),
+        };
+        let ok = if busy.partial.is_empty() {
+            let ok = complete == 0 || self.feed(&data[..complete], env);
+            if ok
+                && error.is_none()
+                && let Some(busy) = self.busy.as_deref_mut()
+            {
+                busy.partial.extend_from_slice(&data[complete..]);
+            }
+            ok
+        } else {
+            let prev = busy.partial.len();
+            busy.partial.extend_from_slice(data);
+            if complete == 0 {
+                true
+            } else {
+                let whole = prev + complete;
+                let mut region = std::mem::take(&mut busy.partial);
+                let ok = self.feed(&region[..whole], env);
+                region.drain(..whole);
+                if let Some(busy) = self.busy.as_deref_mut() {
+                    busy.partial = region;
+                }
+                ok
+            }
+        };
+        if !ok {
+            return false;
+        }
+        match error {
+            None => true,
+            Some(e) => {
+                let (code, reason) = match e {
+                    ScanError::Protocol(r) => (1002, r),
+                    ScanError::FrameTooLarge => (1009, "frame too large"),
+                    ScanError::InvalidUtf8 => (1007, "invalid UTF-8 in text message"),
+                };
+                self.fail(env, code, reason);
+                false
+            }
+        }
+    }
+
+    /// Lets tungstenite read whole frames from `frames` and dispatches the messages;
+    /// false when the connection stopped being readable.
+    fn feed<H: Handler>(&mut self, frames: &[u8], env: &mut Env<H>) -> bool {
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return false;
+        };
+        let mut wire = Wire {
+            stream: &mut self.stream,
+            input: frames,
+            out: &mut busy.out,
+        };
+        let end = loop {
+            match busy.ws.read(&mut wire) {
+                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
+                    if !self.opened {
+                        continue;
+                    }
+                    env.handler.on_message(env.ctx, env.id, msg);
+                    let mut stop = None;
+                    for (id, cmd) in std::mem::take(&mut env.ctx.commands) {
+                        if id != env.id {
+                            env.deferred.push((id, cmd));
+                        } else if stop.is_none() && self.opened {
+                            stop = own_command(
+                                &mut busy.ws,
+                                &mut wire,
+                                cmd,
+                                env,
+                                &mut busy.big_write,
+                                &mut self.phase,
+                                &mut self.opened,
+                                self.peer,
+                            );
+                        }
+                    }
+                    if let Some(end) = stop {
+                        break end;
+                    }
+                    if self.phase == Phase::Closing {
+                        busy.since = env.now;
+                        self.rearm = true;
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    notify(
+                        &mut self.opened,
+                        env,
+                        self.peer,
+                        code,
+                        &reason,
+                        "closed by peer",
+                    );
+                }
+                Ok(_) => {}
+                Err(WsError::Io(e)) if e.kind() == ErrorKind::WouldBlock => break End::More,
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => break End::Closed,
+                Err(WsError::Io(e)) => break End::Gone(format!("I/O error: {e}")),
+                Err(e) => {
+                    let (code, reason) = close_code(&e);
+                    break End::Fail(code, reason);
+                }
+            }
+        };
+        self.end(env, end)
+    }
+
+    /// Acts on how a batch of frames ended; false when the connection stopped being readable.
+    fn end<H: Handler>(&mut self, env: &mut Env<H>, end: End) -> bool {
+        match end {
+            End::More => true,
+            End::Closed => {
+                self.drain_then_drop(env, &[]);
+                false
+            }
+            End::Fail(code, reason) => {
+                self.fail(env, code, &reason);
+                false
+            }
+            End::Gone(why) => {
+                self.gone(env, &why);
+                false
+            }
+        }
+    }
+
+    /// Hands tungstenite's batched output to the socket.
+    fn flush<H: Handler>(&mut self, env: &mut Env<H>) {
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return;
+        };
+        let mut wire = Wire {
+            stream: &mut self.stream,
+            input: &[],
+            out: &mut busy.out,
+        };
+        let end = match busy.ws.flush(&mut wire) {
+            Ok(()) => End::More,
+            Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => End::Closed,
+            Err(WsError::Io(e)) => End::Gone(format!("write failed: {e}")),
+            Err(e) => End::Gone(format!("flush failed: {e}")),
+        };
+        self.note_output(env.now);
+        self.end(env, end);
+    }
+
+    /// Starts the write deadline when output becomes pending.
+    fn note_output(&mut self, now: Instant) {
+        if let Some(busy) = self.busy.as_deref_mut()
+            && !busy.out.is_empty()
+            && busy.out_since.is_none()
+        {
+            busy.out_since = Some(now);
+            self.rearm = true;
+        }
+    }
+
+    /// Sends one message outside a read batch (ping, or a handler's send to us).
+    fn send_now<H: Handler>(&mut self, env: &mut Env<H>, msg: Message) {
+        let busy = self.busy.get_or_insert_with(|| env.take_busy());
+        busy.big_write |= msg.len() > env.cfg.write_buffer;
+        let mut wire = Wire {
+            stream: &mut self.stream,
+            input: &[],
+            out: &mut busy.out,
+        };
+        match busy.ws.write(&mut wire, msg) {
+            Ok(()) => self.flush(env),
+            Err(WsError::Io(e)) => self.gone(env, &format!("write failed: {e}")),
+            Err(e) => debug!("{}: message not sent: {e}", self.peer),
+        }
+    }
+
+    /// Sends Close and waits (up to close_timeout) for the peer's.
+    fn start_close<H: Handler>(&mut self, env: &mut Env<H>, code: u16, reason: &str) {
+        notify(&mut self.opened, env, self.peer, code, reason, "closing");
+        let busy = self.busy.get_or_insert_with(|| env.take_busy());
+        let mut wire = Wire {
+            stream: &mut self.stream,
+            input: &[],
+            out: &mut busy.out,
+        };
+        let _ = busy.ws.close(&mut wire, Some(close_frame(code, reason)));
+        busy.since = env.now;
+        self.phase = Phase::Closing;
+        self.rearm = true;
+        self.note_output(env.now);
+    }
+
+    /// Applies what the handler asked of this connection outside a read batch.
+    fn apply_commands<H: Handler>(&mut self, env: &mut Env<H>) {
+        for (id, cmd) in std::mem::take(&mut env.ctx.commands) {
+            if id == env.id {
+                self.deliver(cmd, env);
+            } else {
+                env.deferred.push((id, cmd));
+            }
+        }
+    }
+
+    /// Fails the connection: Close with `code`, write it out, drop.
+    pub(crate) fn fail<H: Handler>(&mut self, env: &mut Env<H>, code: u16, reason: &str) {
+        notify(&mut self.opened, env, self.peer, code, reason, "failing");
+        let mut close = Vec::new();
+        if let Some(busy) = self.busy.as_deref_mut()
+            && busy.ws.can_write()
+        {
+            // Echoes batched before the bad frame go out first, in order.
+            let mut wire = Wire {
+                stream: &mut self.stream,
+                input: &[],
+                out: &mut busy.out,
+            };
+            let _ = busy.ws.flush(&mut wire);
+            // Format the frame ourselves: after a read error tungstenite's own state
+            // may refuse to write, and the client is owed the code either way.
+            let frame = tungstenite::protocol::frame::Frame::close(Some(close_frame(code, reason)));
+            let _ = frame.format(&mut close);
+        }
+        self.drain_then_drop(env, &close);
+    }
+
+    /// The peer is gone (EOF, reset, write error): no close frame can be exchanged.
+    fn gone<H: Handler>(&mut self, env: &mut Env<H>, why: &str) {
+        if self.opened {
+            notify(&mut self.opened, env, self.peer, 1006, "", why);
+        } else {
+            debug!("{}: {why}", self.peer);
+        }
+        self.phase = Phase::Dead;
+    }
+
+    fn notify_close<H: Handler>(&mut self, env: &mut Env<H>, code: u16, reason: &str) {
+        notify(&mut self.opened, env, self.peer, code, "", reason);
+    }
+
+    /// Queues `bytes` behind any pending output, stops reading, and drops the
+    /// connection once everything is written (or close_timeout passes).
+    fn drain_then_drop<H>(&mut self, env: &mut Env<H>, bytes: &[u8]) {
+        let busy = self.busy.get_or_insert_with(|| env.take_busy());
+        let mut wire = Wire {
+            stream: &mut self.stream,
+            input: &[],
+            out: &mut busy.out,
+        };
+        let written = wire.write_all(bytes).is_ok();
+        busy.since = env.now;
+        self.rearm = true;
+        self.phase = if written && !busy.out.is_empty() {
+            Phase::Draining
+        } else {
+            Phase::Dead
+        };
+    }
+}
+
+/// How a batch of frames ended.
+enum End {
+    /// All frames consumed; the connection goes on.
+    More,
+    /// The close handshake completed.
+    Closed,
+    /// A protocol error: close with this code.
+    Fail(u16, String),
+    /// The socket failed.
+    Gone(String),
+}
+
+/// Applies a handler's command for the connection whose frames are being read.
+#[allow(clippy::too_many_arguments)]
+fn own_command<S: Read + Write, H>(
+    ws: &mut WebSocketContext,
+    wire: &mut Wire<S>,
+    cmd: Command,
+    env: &mut Env<H>,
+    big_write: &mut bool,
+    phase: &mut Phase,
+    opened: &mut bool,
+    peer: SocketAddr,
+) -> Option<End>
+where
+    H: Handler,
+{
+    match cmd {
+        Command::Send(msg) => {
+            *big_write |= msg.len() > env.cfg.write_buffer;
+            match ws.write(wire, msg) {
+                Ok(()) => None,
+                Err(WsError::Io(e)) => Some(End::Gone(format!("write failed: {e}"))),
+                Err(e) => {
+                    debug!("{peer}: message not sent: {e}");
+                    None
+                }
+            }
+        }
+        Command::Close(code, reason) => {
+            notify(opened, env, peer, code, &reason, "closing");
+            match ws.close(wire, Some(close_frame(code, &reason))) {
+                Err(WsError::Io(e)) => Some(End::Gone(format!("write failed: {e}"))),
+                _ => {
+                    *phase = Phase::Closing;
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// Calls on_close once, with a debug line naming the peer and the code.
+fn notify<H: Handler>(
+    opened: &mut bool,
+    env: &mut Env<H>,
+    peer: SocketAddr,
+    code: u16,
+    reason: &str,
+    what: &str,
+) {
+    if !*opened {
+        return;
+    }
+    *opened = false;
+    debug!("{peer}: {what}: code {code} {reason:?}");
+    let close = Close {
+        code,
+        reason: reason.to_string(),
+    };
+    env.handler.on_close(env.ctx, env.id, &close);
+    // The connection is closing: what the handler asks of it now is moot, what it
+    // asks of others still counts.
+    for (id, cmd) in std::mem::take(&mut env.ctx.commands) {
+        if id != env.id {
+            env.deferred.push((id, cmd));
+        }
+    }
+}
+
+/// A Close frame; reasons are cut to the 123 bytes a control frame allows.
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    CloseFrame {
+        code: code.into(),
+        reason: reason[..end].to_string().into(),
+    }
+}
+
+/// The close code RFC 6455 gives for a tungstenite read error.
+fn close_code(e: &WsError) -> (u16, String) {
+    match e {
+        WsError::Capacity(c) => (1009, c.to_string()),
+        WsError::Utf8(_) => (1007, "invalid UTF-8".into()),
+        WsError::Protocol(p) => (1002, p.to_string()),
+        other => (1011, other.to_string()),
+    }
+}

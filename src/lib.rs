@@ -1,0 +1,23 @@
+//! wsloop: a WebSocket server on one thread, in a mio poll loop, with no async runtime.
+//!
+//! [`Server::run`] serves on a poll of its own; an application that owns its `Poll`
+//! calls [`Server::register`], [`Server::handle_event`], [`Server::next_timeout`] and
+//! [`Server::handle_timers`] instead. Applications implement [`Handler`]; [`Echo`] sends
+//! every message back.
+#![warn(missing_docs)]
+
+pub mod config;
+mod conn;
+mod handler;
+mod handshake;
+pub mod scan;
+mod server;
+mod sys;
+pub mod timer;
+mod wire;
+
+pub use config::{Config, ConfigError, OriginPolicy};
+pub use handler::{Close, ConnId, Ctx, Echo, Handler};
+pub use handshake::Request;
+pub use server::{REJECT_SLACK, Server};
+pub use tungstenite::{Bytes, Message, Utf8Bytes};
