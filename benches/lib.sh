@@ -1,0 +1,140 @@
+# Shared helpers for benches/run.sh and benches/memory.sh (sourced, not run).
+# Servers are pinned to SERVER_CPU (default core 1), load generators to
+# CLIENT_CPU (default core 0). All traffic stays on 127.0.0.0/8.
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/.." && pwd)
+KIT=$BENCH_DIR/kit
+BIN=$KIT/target/release
+LOADGEN=$BIN/loadgen
+GORILLA_BIN=$KIT/target/gorilla-echo
+WSLOOP_BIN=${WSLOOP_BIN:-$ROOT/target/release/wsloop}
+SERVER_CPU=${SERVER_CPU:-1}
+CLIENT_CPU=${CLIENT_CPU:-0}
+BASE_PORT=${BASE_PORT:-19200}
+SERVERS=${SERVERS:-"wsloop rawecho tokio gorilla"}
+# extra arguments for wsloop (e.g. WSLOOP_ARGS="--ping-interval 30s --idle-timeout 60s")
+WSLOOP_ARGS=${WSLOOP_ARGS:-}
+
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# build_all: builds wsloop (repo root), the kit, and gorilla if possible.
+# Sets AVAILABLE to the servers that can actually be run.
+build_all() {
+    local want=$SERVERS
+    AVAILABLE=""
+    log "building benches/kit (release)"
+    (cd "$KIT" && cargo build --release --locked 2>&1 | tail -n 3) >&2 || { log "kit build failed"; exit 1; }
+    for s in $want; do
+        case $s in
+        wsloop)
+            log "building wsloop (release) at the repo root"
+            if (cd "$ROOT" && cargo build --release 2>&1 | tail -n 3) >&2 && [ -x "$WSLOOP_BIN" ]; then
+                AVAILABLE="$AVAILABLE wsloop"
+            else
+                log "SKIP wsloop: release build failed"
+            fi
+            ;;
+        rawecho | tokio) AVAILABLE="$AVAILABLE $s" ;;
+        gorilla)
+            if build_gorilla; then AVAILABLE="$AVAILABLE gorilla"; fi
+            ;;
+        *) log "unknown server $s (known: wsloop rawecho tokio gorilla)" ;;
+        esac
+    done
+    AVAILABLE=${AVAILABLE# }
+}
+
+build_gorilla() {
+    local gopath=/usr/share/gocode
+    if ! command -v go >/dev/null || [ ! -d $gopath/src/github.com/gorilla/websocket ]; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+            log "installing golang-go and golang-github-gorilla-websocket-dev with apt-get"
+            (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                golang-go golang-github-gorilla-websocket-dev) >/dev/null 2>&1 || true
+        fi
+    fi
+    if ! command -v go >/dev/null || [ ! -d $gopath/src/github.com/gorilla/websocket ]; then
+        log "SKIP gorilla: needs Debian's golang-go and golang-github-gorilla-websocket-dev (apt-get failed or not root)"
+        return 1
+    fi
+    mkdir -p "$KIT/target"
+    if ! (cd "$BENCH_DIR/gorilla" && GOPATH=$gopath GO111MODULE=off GOFLAGS= GOCACHE="$KIT/target/gocache" \
+        go build -o "$GORILLA_BIN" echo.go) >&2; then
+        log "SKIP gorilla: go build failed"
+        return 1
+    fi
+    return 0
+}
+
+server_port() {
+    case $1 in
+    wsloop) echo $((BASE_PORT + 1)) ;;
+    rawecho) echo $((BASE_PORT + 2)) ;;
+    tokio) echo $((BASE_PORT + 3)) ;;
+    gorilla) echo $((BASE_PORT + 4)) ;;
+    esac
+}
+
+# start_server NAME LOGFILE [extra wsloop args...]: sets SERVER_PID and URL.
+start_server() {
+    local name=$1 logf=$2
+    shift 2
+    local port
+    port=$(server_port "$name")
+    local addr=127.0.0.1:$port
+    case $name in
+    wsloop) taskset -c "$SERVER_CPU" "$WSLOOP_BIN" --listen "$addr" $WSLOOP_ARGS "$@" 2>"$logf" >/dev/null & ;;
+    rawecho) taskset -c "$SERVER_CPU" "$BIN/rawecho" --listen "$addr" 2>"$logf" >/dev/null & ;;
+    tokio) taskset -c "$SERVER_CPU" "$BIN/tokio-echo" --listen "$addr" 2>"$logf" >/dev/null & ;;
+    gorilla) env GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$GORILLA_BIN" --listen "$addr" 2>"$logf" >/dev/null & ;;
+    esac
+    SERVER_PID=$!
+    URL=ws://$addr/ws
+    local i
+    for i in $(seq 1 100); do
+        if grep -q "listening on" "$logf" 2>/dev/null; then
+            return 0
+        fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            log "$name exited at startup: $(tail -n 3 "$logf")"
+            SERVER_PID=
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "$name did not print 'listening on' within 10 s"
+    stop_server
+    return 1
+}
+
+stop_server() {
+    if [ -n "${SERVER_PID:-}" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=
+    fi
+}
+
+# cpu ticks (utime+stime) of a whole process (all threads)
+proc_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+pss_kb() { awk '/^Pss:/ { print $2; exit }' "/proc/$1/smaps_rollup"; }
+# voluntary context switches summed over all threads
+vctx() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches:/ { s += $2 } END { print s + 0 }'; }
+nthreads() { awk '/^Threads:/ { print $2 }' "/proc/$1/status"; }
+
+# extract key=value from a RESULT/READY line
+kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
+
+# wait_ready OUTFILE... : wait (max 300 s) until every file has a READY line
+wait_ready() {
+    local t f ok
+    for t in $(seq 1 3000); do
+        ok=1
+        for f in "$@"; do grep -q '^READY' "$f" 2>/dev/null || ok=0; done
+        [ $ok = 1 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# One command for the wsloop benchmark suite:
+#
+#   benches/run.sh
+#
+# Builds everything (release), then runs each scenario against each server,
+# servers pinned to core $SERVER_CPU (1) and the load generator to core
+# $CLIENT_CPU (0), alternating the servers A B C D A B C D ... for $ROUNDS
+# rounds, each run on a freshly started server, and prints a table of medians
+# and ratios to rawecho (the raw TCP echo limit) and to tokio-tungstenite.
+#
+# Environment (defaults in brackets):
+#   ROUNDS [3]          rounds per scenario (each round runs every server once)
+#   DURATION [5]        measured seconds per echo/connect run
+#   WARMUP [1]          warm-up seconds before each measured window
+#   SCENARIOS ["small large connect idle"]
+#   SERVERS ["wsloop rawecho tokio gorilla"]
+#   IDLE_CONNS [10000]  idle connections in the "idle" scenario
+#   WSLOOP_ARGS []      extra wsloop arguments
+#   OUT [benches/results/run-DATE]  where raw results and logs go
+# Small = 32-byte messages, 64 connections x 16 in flight; large = 1 MiB
+# binary, 8 connections x 2 in flight; connect = 64 sessions at a time
+# (connect, upgrade, one 32-byte echo, Close 1000); idle = IDLE_CONNS idle
+# connections after one 4 KiB echo each (RSS/Pss growth per connection).
+# With defaults the whole run takes about 6-8 minutes.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+SCENARIOS=${SCENARIOS:-"small large connect idle"}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+OUT=${OUT:-$BENCH_DIR/results/run-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+RESULTS=$OUT/results.txt
+: >"$RESULTS"
+
+trap 'stop_server' EXIT
+build_all
+[ -n "$AVAILABLE" ] || { log "no server available"; exit 1; }
+log "servers: $AVAILABLE; scenarios: $SCENARIOS; rounds: $ROUNDS; duration: ${DURATION}s (+${WARMUP}s warm-up)"
+log "results in $OUT"
+
+{
+    echo "# date: $(date -Is)"
+    echo "# nproc: $(nproc); kernel: $(uname -r)"
+    echo "# cpu: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')"
+    echo "# rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS servers=$AVAILABLE"
+    echo "# wsloop: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo 'no commit') $(cd "$ROOT" && git status --porcelain src Cargo.toml 2>/dev/null | grep -q . && echo '(dirty tree)')"
+} >>"$RESULTS"
+
+# a fresh set of 8 source addresses per connect run, so TIME_WAIT sockets left
+# by earlier runs never collide with the next run's 4-tuples
+SRC_OCTET=$((20 + $$ % 200))
+RUN_NO=0
+fresh_sources() {
+    RUN_NO=$((RUN_NO + 1))
+    local a=$SRC_OCTET b=$((RUN_NO % 250)) s="" i
+    for i in 1 2 3 4 5 6 7 8; do s="$s,127.$a.$b.$i"; done
+    echo "${s#,}"
+}
+
+run_one() { # scenario server round
+    local sc=$1 name=$2 round=$3
+    local tag=$sc.$name.r$round
+    if ! start_server "$name" "$OUT/$tag.server.log"; then
+        echo "$sc $name $round RESULT error=server_start_failed" >>"$RESULTS"
+        return
+    fi
+    local lg=(taskset -c "$CLIENT_CPU" "$LOADGEN")
+    local line rc=0
+    case $sc in
+    small)
+        "${lg[@]}" echo --url "$URL" --connections 64 --inflight 16 --size 32 \
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
+            >"$OUT/$tag.out" 2>"$OUT/$tag.err" || rc=$?
+        ;;
+    large)
+        "${lg[@]}" echo --url "$URL" --connections 8 --inflight 2 --size 1048576 \
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
+            >"$OUT/$tag.out" 2>"$OUT/$tag.err" || rc=$?
+        ;;
+    connect)
+        "${lg[@]}" connect --url "$URL" --concurrency 64 --sources "$(fresh_sources)" \
+            --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
+            >"$OUT/$tag.out" 2>"$OUT/$tag.err" || rc=$?
+        ;;
+    idle)
+        sleep 0.5
+        local rss0 pss0 rss1 pss1
+        rss0=$(rss_kb "$SERVER_PID")
+        pss0=$(pss_kb "$SERVER_PID")
+        "${lg[@]}" idle --url "$URL" --connections "$IDLE_CONNS" --echo-first 4096 --hold 6 \
+            --sources 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5 \
+            >"$OUT/$tag.out" 2>"$OUT/$tag.err" &
+        local lpid=$!
+        if wait_ready "$OUT/$tag.out"; then
+            sleep 1
+            rss1=$(rss_kb "$SERVER_PID")
+            pss1=$(pss_kb "$SERVER_PID")
+        fi
+        wait $lpid || rc=$?
+        line=$(grep '^RESULT' "$OUT/$tag.out" | tail -n 1 || true)
+        local est
+        est=$(kv "$line" established)
+        line="$line rss_before_kb=$rss0 rss_after_kb=${rss1:-na} pss_before_kb=$pss0 pss_after_kb=${pss1:-na}"
+        if [ -n "${rss1:-}" ] && [ "${est:-0}" -gt 0 ]; then
+            line="$line rss_bytes_per_conn=$(((rss1 - rss0) * 1024 / est)) pss_bytes_per_conn=$(((pss1 - pss0) * 1024 / est))"
+        fi
+        ;;
+    esac
+    [ -n "${line:-}" ] || line=$(grep '^RESULT' "$OUT/$tag.out" | tail -n 1 || true)
+    [ -n "$line" ] || line="RESULT error=no_result"
+    if [ $rc != 0 ]; then line="$line exit=$rc"; fi
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then line="$line server_died=1"; fi
+    echo "$sc $name $round $line" >>"$RESULTS"
+    stop_server
+    log "$sc $name r$round: $(tr ' ' '\n' <<<"$line" | grep -E '^(msgs_per_s|mib_per_s|sessions_per_s|p99_us|client_cpu_pct|server_cpu_pct|established|rss_bytes_per_conn|failed|exit|server_died)=' | tr '\n' ' ')"
+}
+
+for sc in $SCENARIOS; do
+    for round in $(seq 1 "$ROUNDS"); do
+        for name in $AVAILABLE; do
+            run_one "$sc" "$name" "$round"
+        done
+    done
+done
+
+python3 "$BENCH_DIR/report.py" "$RESULTS" | tee "$OUT/table.md"
