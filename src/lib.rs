@@ -8,6 +8,8 @@
 
 pub mod config;
 mod conn;
+#[doc(hidden)]
+pub mod fuzz;
 mod handler;
 mod handshake;
 pub mod scan;
