@@ -52,8 +52,9 @@ pub struct Config {
     pub subprotocols: Vec<String>,
 }
 
-/// File descriptors kept back from `max_connections` for the listener, the poll, logging and signals.
-pub const FD_RESERVE: usize = 32;
+/// File descriptors kept back from `max_connections`: the listener, the poll, logging,
+/// signals, and the sockets accepted only to be told 503 (`REJECT_SLACK`).
+pub const FD_RESERVE: usize = 100;
 
 impl Default for Config {
     fn default() -> Self {

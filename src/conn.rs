@@ -474,7 +474,9 @@ impl<S: Read + Write> Conn<S> {
                     }
                     env.handler.on_message(env.ctx, env.id, msg);
                     let mut stop = None;
-                    for (id, cmd) in std::mem::take(&mut env.ctx.commands) {
+                    // Taken and given back so the command list keeps its allocation.
+                    let mut commands = std::mem::take(&mut env.ctx.commands);
+                    for (id, cmd) in commands.drain(..) {
                         if id != env.id {
                             env.deferred.push((id, cmd));
                         } else if stop.is_none() && self.opened {
@@ -489,6 +491,9 @@ impl<S: Read + Write> Conn<S> {
                                 self.peer,
                             );
                         }
+                    }
+                    if env.ctx.commands.is_empty() {
+                        env.ctx.commands = commands;
                     }
                     if let Some(end) = stop {
                         break end;
@@ -772,5 +777,19 @@ fn close_code(e: &WsError) -> (u16, String) {
         WsError::Utf8(_) => (1007, "invalid UTF-8".into()),
         WsError::Protocol(p) => (1002, p.to_string()),
         other => (1011, other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idle connection is this struct in the slab plus a wheel node: keep it small.
+    #[test]
+    fn idle_connection_is_small() {
+        let size = std::mem::size_of::<Conn<mio::net::TcpStream>>();
+        assert!(size <= 80, "Conn is {size} bytes");
+        let busy = std::mem::size_of::<Busy>();
+        assert!(busy <= 512, "Busy is {busy} bytes");
     }
 }
