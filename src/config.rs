@@ -11,7 +11,7 @@ pub enum OriginPolicy {
     SameOrigin,
     /// Any origin may connect.
     Any,
-    /// Only these origins (scheme://host[:port], compared case-insensitively) may connect.
+    /// Only these origins (`scheme://host[:port]`, compared case-insensitively) may connect.
     List(Vec<String>),
 }
 

@@ -32,7 +32,7 @@ impl Read for MemStream<'_> {
         let n = n.min(buf.len()).min(self.input.len());
         buf[..n].copy_from_slice(&self.input[..n]);
         self.input = &self.input[n..];
-        self.blocked = chunk % 3 == 0;
+        self.blocked = chunk.is_multiple_of(3);
         Ok(n)
     }
 }

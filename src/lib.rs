@@ -12,6 +12,8 @@ mod conn;
 pub mod fuzz;
 mod handler;
 mod handshake;
+#[cfg(feature = "json")]
+pub mod json;
 pub mod scan;
 mod server;
 mod sys;
