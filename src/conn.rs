@@ -324,11 +324,11 @@ impl<S: Read + Write> Conn<S> {
             let busy = self.busy.get_or_insert_with(|| env.take_busy());
             let before = busy.partial.len();
             busy.partial.extend_from_slice(&scratch[..n]);
-            // Parse only once the header block can be complete: a request trickling in
-            // byte by byte must not cost a parse per byte.
-            let from = before.saturating_sub(3);
-            let ended = busy.partial[from..].windows(4).any(|w| w == b"\r\n\r\n");
-            if !ended && busy.partial.len() <= env.cfg.max_request {
+            // Parse the first bytes (so a TLS hello or other non-HTTP gets its 400 at once)
+            // and then once per new line: a request trickling in byte by byte must not
+            // cost a parse per byte.
+            let new_line = scratch[..n].contains(&b'\n');
+            if before > 0 && !new_line && busy.partial.len() <= env.cfg.max_request {
                 continue;
             }
             match handshake::evaluate(&busy.partial, env.cfg, self.peer, self.over_limit) {
@@ -626,9 +626,9 @@ impl<S: Read + Write> Conn<S> {
     pub(crate) fn fail<H: Handler>(&mut self, env: &mut Env<H>, code: u16, reason: &str) {
         notify(&mut self.opened, env, self.peer, code, reason, "failing");
         let mut close = Vec::new();
-        if let Some(busy) = self.busy.as_deref_mut()
-            && busy.ws.can_write()
-        {
+        // An idle connection gave its state back to the pool; it still gets its Close.
+        let busy = self.busy.get_or_insert_with(|| env.take_busy());
+        if busy.ws.can_write() {
             // Echoes batched before the bad frame go out first, in order.
             let mut wire = Wire {
                 stream: &mut self.stream,
