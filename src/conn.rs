@@ -40,7 +40,10 @@ pub(crate) enum Phase {
 
 /// Everything a connection holds only while it has work in progress.
 pub(crate) struct Busy {
-    ws: WebSocketContext,
+    /// tungstenite's protocol state, held only while it has part of a message or a
+    /// close in progress: a client stalled mid-frame keeps its bytes but not the
+    /// context's read buffer.
+    ws: Option<WebSocketContext>,
     scanner: FrameScanner,
     /// The request during the handshake, then the bytes of an incomplete frame.
     partial: Vec<u8>,
@@ -56,14 +59,8 @@ pub(crate) struct Busy {
 
 impl Busy {
     pub(crate) fn new(cfg: &Config, now: Instant) -> Box<Busy> {
-        let ws_cfg = WebSocketConfig::default()
-            .read_buffer_size(cfg.read_buffer)
-            .write_buffer_size(cfg.write_buffer)
-            .max_write_buffer_size(usize::MAX)
-            .max_message_size(Some(cfg.max_message))
-            .max_frame_size(Some(cfg.max_frame));
         Box::new(Busy {
-            ws: WebSocketContext::new(Role::Server, Some(ws_cfg)),
+            ws: None,
             scanner: FrameScanner::new(cfg.max_frame as u64),
             partial: Vec::new(),
             out: Outbuf::default(),
@@ -74,12 +71,13 @@ impl Busy {
     }
 }
 
-/// Busy states of connections that went idle, ready for the next busy one: a warm
-/// read buffer instead of a cold allocation per connection.
+/// Busy states and tungstenite contexts of connections that went idle, ready for the
+/// next busy one: a warm read buffer instead of a cold allocation per connection.
 pub(crate) struct Pool {
     // Boxed so moving a state between a connection and the pool copies one pointer.
     #[allow(clippy::vec_box)]
     boxes: Vec<Box<Busy>>,
+    contexts: Vec<WebSocketContext>,
     max: usize,
 }
 
@@ -87,6 +85,7 @@ impl Pool {
     pub(crate) fn new(max: usize) -> Self {
         Pool {
             boxes: Vec::new(),
+            contexts: Vec::new(),
             max,
         }
     }
@@ -95,6 +94,24 @@ impl Pool {
         if self.boxes.len() < self.max {
             self.boxes.push(busy);
         }
+    }
+
+    fn put_context(&mut self, ws: WebSocketContext) {
+        if self.contexts.len() < self.max {
+            self.contexts.push(ws);
+        }
+    }
+
+    fn take_context(&mut self, cfg: &Config) -> WebSocketContext {
+        self.contexts.pop().unwrap_or_else(|| {
+            let ws_cfg = WebSocketConfig::default()
+                .read_buffer_size(cfg.read_buffer)
+                .write_buffer_size(cfg.write_buffer)
+                .max_write_buffer_size(usize::MAX)
+                .max_message_size(Some(cfg.max_message))
+                .max_frame_size(Some(cfg.max_frame));
+            WebSocketContext::new(Role::Server, Some(ws_cfg))
+        })
     }
 }
 
@@ -281,26 +298,37 @@ impl<S: Read + Write> Conn<S> {
         }
     }
 
-    /// Returns the busy state to the pool when the connection sits between messages
-    /// with nothing pending, so an idle connection holds only its socket and timestamps.
+    /// Returns what the connection no longer needs to the pool: tungstenite's context
+    /// once it holds no part of a message, and the whole busy state once the connection
+    /// sits between messages with nothing pending. An idle connection then holds only its
+    /// socket and timestamps.
     pub(crate) fn release_if_idle(&mut self, cfg: &Config, pool: &mut Pool) {
-        let idle = self.phase == Phase::Open
-            && self.busy.as_ref().is_some_and(|b| {
-                b.scanner.between_messages()
-                    && b.partial.is_empty()
-                    && b.out.is_empty()
-                    && b.ws.can_write()
-            });
-        if !idle {
+        if self.phase != Phase::Open {
             return;
         }
-        if let Some(mut busy) = self.busy.take() {
-            let grew = busy.scanner.take_largest_frame() > cfg.read_buffer as u64
-                || busy.big_write
-                || busy.partial.capacity() > cfg.read_buffer;
-            if !grew {
-                pool.put(busy);
+        let Some(busy) = self.busy.as_deref_mut() else {
+            return;
+        };
+        if busy.ws.as_ref().is_some_and(|ws| ws.can_write()) && !busy.scanner.message_open() {
+            // A context that carried a frame larger than its read buffer, or a large
+            // write, kept the grown buffers: drop it rather than pool it.
+            let grew = busy.scanner.take_largest_frame() > cfg.read_buffer as u64 || busy.big_write;
+            busy.big_write = false;
+            if let Some(ws) = busy.ws.take()
+                && !grew
+            {
+                pool.put_context(ws);
             }
+        }
+        let idle = busy.ws.is_none()
+            && busy.scanner.between_messages()
+            && busy.partial.is_empty()
+            && busy.out.is_empty();
+        if idle && let Some(mut busy) = self.busy.take() {
+            if busy.partial.capacity() > cfg.read_buffer {
+                busy.partial = Vec::new();
+            }
+            pool.put(busy);
         }
     }
 
@@ -397,7 +425,12 @@ impl<S: Read + Write> Conn<S> {
             };
             reads += 1;
             self.last_read = env.now;
-            self.pinged = false;
+            if self.pinged {
+                // The answer to our ping: the next one is due a ping interval from now,
+                // not at the idle deadline the timer holds (once per ping, not per message).
+                self.pinged = false;
+                self.rearm = true;
+            }
             if !self.ingest(&scratch[..n], env) {
                 return;
             }
@@ -461,13 +494,16 @@ impl<S: Read + Write> Conn<S> {
         let Some(busy) = self.busy.as_deref_mut() else {
             return false;
         };
+        let ws = busy
+            .ws
+            .get_or_insert_with(|| env.pool.take_context(env.cfg));
         let mut wire = Wire {
             stream: &mut self.stream,
             input: frames,
             out: &mut busy.out,
         };
         let end = loop {
-            match busy.ws.read(&mut wire) {
+            match ws.read(&mut wire) {
                 Ok(msg @ (Message::Text(_) | Message::Binary(_))) => {
                     if !self.opened {
                         continue;
@@ -481,7 +517,7 @@ impl<S: Read + Write> Conn<S> {
                             env.deferred.push((id, cmd));
                         } else if stop.is_none() && self.opened {
                             stop = own_command(
-                                &mut busy.ws,
+                                ws,
                                 &mut wire,
                                 cmd,
                                 env,
@@ -553,12 +589,15 @@ impl<S: Read + Write> Conn<S> {
         let Some(busy) = self.busy.as_deref_mut() else {
             return;
         };
+        let Some(ws) = busy.ws.as_mut() else {
+            return;
+        };
         let mut wire = Wire {
             stream: &mut self.stream,
             input: &[],
             out: &mut busy.out,
         };
-        let end = match busy.ws.flush(&mut wire) {
+        let end = match ws.flush(&mut wire) {
             Ok(()) => End::More,
             Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => End::Closed,
             Err(WsError::Io(e)) => End::Gone(format!("write failed: {e}")),
@@ -583,12 +622,15 @@ impl<S: Read + Write> Conn<S> {
     fn send_now<H: Handler>(&mut self, env: &mut Env<H>, msg: Message) {
         let busy = self.busy.get_or_insert_with(|| env.take_busy());
         busy.big_write |= msg.len() > env.cfg.write_buffer;
+        let ws = busy
+            .ws
+            .get_or_insert_with(|| env.pool.take_context(env.cfg));
         let mut wire = Wire {
             stream: &mut self.stream,
             input: &[],
             out: &mut busy.out,
         };
-        match busy.ws.write(&mut wire, msg) {
+        match ws.write(&mut wire, msg) {
             Ok(()) => self.flush(env),
             Err(WsError::Io(e)) => self.gone(env, &format!("write failed: {e}")),
             Err(e) => debug!("{}: message not sent: {e}", self.peer),
@@ -599,12 +641,15 @@ impl<S: Read + Write> Conn<S> {
     fn start_close<H: Handler>(&mut self, env: &mut Env<H>, code: u16, reason: &str) {
         notify(&mut self.opened, env, self.peer, code, reason, "closing");
         let busy = self.busy.get_or_insert_with(|| env.take_busy());
+        let ws = busy
+            .ws
+            .get_or_insert_with(|| env.pool.take_context(env.cfg));
         let mut wire = Wire {
             stream: &mut self.stream,
             input: &[],
             out: &mut busy.out,
         };
-        let _ = busy.ws.close(&mut wire, Some(close_frame(code, reason)));
+        let _ = ws.close(&mut wire, Some(close_frame(code, reason)));
         busy.since = env.now;
         self.phase = Phase::Closing;
         self.rearm = true;
@@ -628,14 +673,17 @@ impl<S: Read + Write> Conn<S> {
         let mut close = Vec::new();
         // An idle connection gave its state back to the pool; it still gets its Close.
         let busy = self.busy.get_or_insert_with(|| env.take_busy());
-        if busy.ws.can_write() {
+        // No context means none was needed since the last message: it would be open.
+        if busy.ws.as_ref().is_none_or(|ws| ws.can_write()) {
             // Echoes batched before the bad frame go out first, in order.
-            let mut wire = Wire {
-                stream: &mut self.stream,
-                input: &[],
-                out: &mut busy.out,
-            };
-            let _ = busy.ws.flush(&mut wire);
+            if let Some(ws) = busy.ws.as_mut() {
+                let mut wire = Wire {
+                    stream: &mut self.stream,
+                    input: &[],
+                    out: &mut busy.out,
+                };
+                let _ = ws.flush(&mut wire);
+            }
             // Format the frame ourselves: after a read error tungstenite's own state
             // may refuse to write, and the client is owed the code either way.
             let frame = tungstenite::protocol::frame::Frame::close(Some(close_frame(code, reason)));

@@ -28,7 +28,11 @@ impl Read for MemStream<'_> {
         let chunk = self.chunks[self.read_calls % self.chunks.len()] as usize;
         self.read_calls += 1;
         // A chunk size of 255 stands for "everything", the rest for short reads.
-        let n = if chunk == 255 { self.input.len() } else { chunk.max(1) };
+        let n = if chunk == 255 {
+            self.input.len()
+        } else {
+            chunk.max(1)
+        };
         let n = n.min(buf.len()).min(self.input.len());
         buf[..n].copy_from_slice(&self.input[..n]);
         self.input = &self.input[n..];
@@ -108,7 +112,11 @@ fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
         // Backpressure must hold whatever the input: reading pauses above the cap, so
         // pending output can exceed it by at most one read's worth of echoes.
         let bound = cfg.max_pending_output + scratch.len() + cfg.max_message + 1024;
-        assert!(conn.pending_output() <= bound, "pending output {} over {bound}", conn.pending_output());
+        assert!(
+            conn.pending_output() <= bound,
+            "pending output {} over {bound}",
+            conn.pending_output()
+        );
         deferred.clear();
         if conn.is_dead() || (conn.stream.input.is_empty() && conn.pending_output() == 0) {
             break;

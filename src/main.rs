@@ -115,7 +115,6 @@ fn main() -> ExitCode {
     {
         eprintln!("wsloop: cannot start logging: {e}");
     }
-    let path = cfg.path.clone();
     let server = match Server::bind(listen, cfg, Echo) {
         Ok(s) => s,
         Err(e) => {
@@ -123,12 +122,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log::info!(
-        "wsloop {} listening on ws://{}{path} ({})",
-        env!("CARGO_PKG_VERSION"),
-        server.local_addr(),
-        server.config()
-    );
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

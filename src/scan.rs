@@ -46,6 +46,8 @@ pub struct FrameScanner {
     remaining: u64,
     max_frame_size: u64,
     largest: u64,
+    /// Payload length of the current frame, counted into `largest` once it completes.
+    frame_len: u64,
     /// Masking key rotated so that `mask[0]` applies to the next payload byte.
     mask: [u8; 4],
     /// Header bytes still expected after byte1 (extended length, then mask), or
@@ -68,6 +70,7 @@ impl FrameScanner {
             remaining: 0,
             max_frame_size,
             largest: 0,
+            frame_len: 0,
             mask: [0; 4],
             header_left: 0,
             frame: 0,
@@ -116,6 +119,7 @@ impl FrameScanner {
             // Only reachable right after the last header byte of an empty frame or the
             // last payload byte: the frame just completed.
             if self.header_left == 0 && self.remaining == 0 {
+                self.largest = self.largest.max(self.frame_len);
                 self.finish_frame()?;
                 *boundary = pos;
             }
@@ -130,13 +134,20 @@ impl FrameScanner {
         self.at_frame_boundary() && self.fragmented == OP_CONTINUATION
     }
 
+    /// True when a fragmented data message was started by a complete frame and its final
+    /// fragment has not completed yet (a frame still arriving does not count), i.e. when
+    /// a context handed every complete frame holds part of a message.
+    pub fn message_open(&self) -> bool {
+        self.fragmented != OP_CONTINUATION
+    }
+
     /// True when the scanner is at a frame boundary (no partial frame pending),
     /// regardless of fragmentation.
     pub fn at_frame_boundary(&self) -> bool {
         self.header_left == 0 && self.remaining == 0
     }
 
-    /// Largest payload length of any frame whose header has been scanned since the last
+    /// Largest payload length of any frame that completed since the last
     /// call (0 if none); tells whether tungstenite's buffers may have grown.
     pub fn take_largest_frame(&mut self) -> u64 {
         std::mem::take(&mut self.largest)
@@ -223,7 +234,7 @@ impl FrameScanner {
             return Err(ScanError::FrameTooLarge);
         }
         self.remaining = len;
-        self.largest = self.largest.max(len);
+        self.frame_len = len;
         Ok(())
     }
 
@@ -388,7 +399,7 @@ mod tests {
 
     #[test]
     fn scanner_is_small() {
-        assert!(std::mem::size_of::<FrameScanner>() <= 32);
+        assert!(std::mem::size_of::<FrameScanner>() <= 40);
     }
 
     #[test]
@@ -450,10 +461,10 @@ mod tests {
         assert_eq!(s.scan_e(&f64[..f64.len() - 1]), Ok(0));
         assert_eq!(s.scan_e(&f64[f64.len() - 1..]), Ok(1));
         assert_eq!(s.take_largest_frame(), 70_000);
-        // Length known as soon as the header is complete.
+        // A frame still arriving does not count: the context has not seen it.
         let mut s = FrameScanner::new(MAX);
         assert_eq!(s.scan_e(&f64[..14]), Ok(0));
-        assert_eq!(s.take_largest_frame(), 70_000);
+        assert_eq!(s.take_largest_frame(), 0);
     }
 
     #[test]

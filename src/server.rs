@@ -217,6 +217,15 @@ impl<H: Handler> Server<H> {
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.register(poll.registry(), Token(0))?;
+        // Logged only now that signals are handled: whoever waits for this line may
+        // send SIGTERM at once and must get a graceful exit.
+        info!(
+            "wsloop {} listening on ws://{}{} ({})",
+            env!("CARGO_PKG_VERSION"),
+            self.local_addr,
+            self.cfg.path,
+            self.cfg
+        );
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout(Instant::now());

@@ -1,0 +1,558 @@
+//! Process lifecycle of the real `wsloop` binary and of examples/embed.rs: graceful
+//! shutdown on SIGTERM, exit code 2 with a clear message for invalid flags, `--help`
+//! listing the defaults, and one Poll serving WebSocket and plain TCP echo.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tungstenite::Message;
+
+fn sigterm(pid: u32) {
+    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+}
+
+/// Waits (bounded) for `child` to exit.
+fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills (by PID) and reaps a child we started, unless it already exited.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// A raw client that reads until the server's Close, answers it, and reports the
+/// code and whether the server then closed the TCP connection.
+fn raw_client_answering_close(mut s: TcpStream) -> std::thread::JoinHandle<(Option<u16>, bool)> {
+    std::thread::spawn(move || {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let code = read_close_code(&mut s);
+        if let Some(code) = code {
+            let mut payload = code.to_be_bytes().to_vec();
+            payload.extend_from_slice(b"ok");
+            let _ = s.write_all(&frame(0x88, &payload));
+        }
+        let mut buf = [0u8; 64];
+        let eof = matches!(s.read(&mut buf), Ok(0))
+            || matches!(s.read(&mut buf), Err(e) if e.kind() == ErrorKind::ConnectionReset);
+        (code, eof)
+    })
+}
+
+#[test]
+fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let mut server = Server::start(&["--close-timeout", "10s"]);
+    // A tungstenite client (answers Close by itself) and a raw one, both echoing first.
+    let mut ws = connect(&server.url());
+    assert_echo(&mut ws, Message::text("before shutdown"));
+    let mut s = upgraded(server.addr, &server.path);
+    s.write_all(&frame(0x81, b"raw")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), (0x81, b"raw".to_vec()));
+    // And a socket that never finished its handshake.
+    let mut half = raw(server.addr);
+    half.write_all(b"GET /ws HTTP/1.1\r\n").unwrap();
+
+    let tung = std::thread::spawn(move || {
+        let mut close = None;
+        loop {
+            match ws.read() {
+                Ok(Message::Close(f)) => close = f.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(tungstenite::Error::ConnectionClosed) => return (close, true),
+                Err(_) => return (close, false),
+            }
+        }
+    });
+    let rawc = raw_client_answering_close(s);
+
+    let started = Instant::now();
+    let status = server
+        .terminate(Duration::from_secs(8))
+        .expect("wsloop did not exit within 8 s of SIGTERM");
+    let took = started.elapsed();
+    assert!(status.success(), "exit status {status:?}");
+    assert_eq!(status.code(), Some(0));
+    // Both clients answered at once, so the server did not wait for its 10 s close timeout.
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+
+    let (code, clean) = tung.join().unwrap();
+    assert_eq!(code, Some(1001), "tungstenite client's close code");
+    assert!(
+        clean,
+        "tungstenite client: close handshake did not complete"
+    );
+    let (code, eof) = rawc.join().unwrap();
+    assert_eq!(code, Some(1001), "raw client's close code");
+    assert!(
+        eof,
+        "raw client: TCP connection not closed after the handshake"
+    );
+    let mut buf = [0u8; 16];
+    half.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    assert!(
+        matches!(half.read(&mut buf), Ok(0) | Err(_)),
+        "half-open handshake should be dropped at shutdown"
+    );
+    assert!(server.logged("shutdown complete"));
+}
+
+#[test]
+fn sigterm_with_unresponsive_client_waits_close_timeout_then_exits_0() {
+    let mut server = Server::start(&["--close-timeout", "700ms"]);
+    let mut s = upgraded(server.addr, &server.path);
+    s.write_all(&frame(0x82, b"x")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), (0x82, b"x".to_vec()));
+    let started = Instant::now();
+    sigterm(server.pid());
+    // The Close arrives; we never answer it.
+    assert_eq!(read_close_code(&mut s), Some(1001));
+    // The listener is closed once shutdown starts: new connections are refused.
+    let refused = wait_until(Duration::from_secs(2), || {
+        TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_err()
+    });
+    assert!(refused, "still accepting connections during shutdown");
+    let status = wait_exit(&mut server.child, Duration::from_secs(6))
+        .expect("wsloop did not exit after its close timeout");
+    let took = started.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status {status:?}");
+    assert!(
+        took >= Duration::from_millis(600),
+        "exited after {took:?}, before the 700ms close timeout for an unanswered Close"
+    );
+}
+
+#[test]
+fn sigterm_right_after_start_exits_0() {
+    // A supervisor may stop the server as soon as it reports that it listens: the
+    // SIGTERM must be handled gracefully from then on, not kill the process. The
+    // signal goes out the moment the line is read, several times over.
+    use std::os::unix::process::ExitStatusExt;
+    for round in 0..10 {
+        let mut child = Guard(
+            Command::new(env!("CARGO_BIN_EXE_wsloop"))
+                .args(["--listen", "127.0.0.1:0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn"),
+        );
+        let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
+        let mut seen = false;
+        for line in lines.by_ref() {
+            if line.unwrap().contains("listening on ws://") {
+                sigterm(child.0.id());
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "no listening line");
+        // Keep draining stderr so the child never blocks on it.
+        std::thread::spawn(move || for _ in lines {});
+        let status = wait_exit(&mut child.0, Duration::from_secs(5)).expect("no exit within 5 s");
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: SIGTERM right after \"listening on\" was logged: {status:?} \
+             (killed by signal {:?}: the handler is not installed yet when the server announces it listens)",
+            status.signal()
+        );
+    }
+}
+
+#[test]
+fn sigterm_with_no_clients_exits_0_promptly() {
+    let mut server = Server::start(&[]);
+    // Once a connection has been served the loop is certainly running.
+    let mut ws = connect(&server.url());
+    assert_echo(&mut ws, Message::text("up"));
+    ws.close(None).unwrap();
+    while ws.read().is_ok() {}
+    let started = Instant::now();
+    let status = server
+        .terminate(Duration::from_secs(5))
+        .expect("no exit within 5 s");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Runs wsloop with `args` (on a free port), expecting it to exit on its own.
+fn run_expecting_exit(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
+    // The bad flag comes last so it is not masked by a good one of the same name.
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Guard(cmd.spawn().expect("spawn"));
+    let status = wait_exit(&mut child.0, Duration::from_secs(10));
+    let Some(status) = status else {
+        panic!("wsloop {args:?} kept running instead of refusing its flags");
+    };
+    let mut out = String::new();
+    let mut err = String::new();
+    child
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), out, err)
+}
+
+#[test]
+fn invalid_flags_exit_2_with_a_clear_message() {
+    // (flags, words the message must contain)
+    let cases: &[(&[&str], &[&str])] = &[
+        (
+            &["--idle-timeout", "1s", "--ping-interval", "5s"],
+            &["idle timeout", "ping interval", "1s", "5s"],
+        ),
+        (&["--read-buffer", "banana"], &["--read-buffer", "banana"]),
+        (&["--idle-timeout", "soon"], &["--idle-timeout", "soon"]),
+        (&["--ping-interval", "1.5s"], &["--ping-interval"]),
+        (&["--max-message", "12XB"], &["--max-message", "12XB"]),
+        (
+            &["--max-frame", "2MiB", "--max-message", "1MiB"],
+            &["max frame", "max message"],
+        ),
+        (&["--read-buffer", "100"], &["read buffer"]),
+        (&["--path", "ws"], &["path"]),
+        (&["--subprotocol", "a b"], &["subprotocol"]),
+        (&["--max-connections", "0"], &["max connections"]),
+        (&["--max-connections", "many"], &["--max-connections"]),
+        (&["--write-timeout", "0s"], &["write timeout"]),
+        (&["--listen", "nowhere"], &["--listen"]),
+        (&["--log-level", "loud"], &["--log-level"]),
+        (&["--no-such-flag"], &["--no-such-flag"]),
+    ];
+    for (args, words) in cases {
+        let (code, out, err) = run_expecting_exit(args);
+        assert_eq!(code, Some(2), "{args:?}: exit code; stderr: {err}");
+        assert!(
+            out.is_empty(),
+            "{args:?}: nothing expected on stdout, got {out:?}"
+        );
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.contains("error") || first.contains("invalid"),
+            "{args:?}: first stderr line should say what is wrong: {err:?}"
+        );
+        for w in *words {
+            assert!(
+                err.to_lowercase().contains(&w.to_lowercase()),
+                "{args:?}: stderr should mention {w:?}: {err:?}"
+            );
+        }
+        assert!(
+            !err.contains("listening on"),
+            "{args:?}: it must not start serving: {err:?}"
+        );
+    }
+}
+
+/// The block of `--help` text that describes `--flag`.
+fn help_block<'a>(help: &'a str, flag: &str) -> &'a str {
+    let start = help
+        .find(&format!("{flag} "))
+        .or_else(|| help.find(&format!("{flag}\n")))
+        .unwrap_or_else(|| panic!("--help does not list {flag}:\n{help}"));
+    let rest = &help[start..];
+    let end = rest[1..].find("\n  -").map(|i| i + 1).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn shown_default(block: &str) -> Option<String> {
+    let i = block.find("[default: ")?;
+    let rest = &block[i + "[default: ".len()..];
+    Some(rest[..rest.find(']')?].to_string())
+}
+
+#[test]
+fn help_lists_every_default_and_they_are_the_real_ones() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("--help")
+        .output()
+        .expect("run --help");
+    assert!(out.status.success(), "--help exit status {:?}", out.status);
+    let help = String::from_utf8(out.stdout).unwrap();
+
+    // The configuration the server reports at start-up with no flags (only the test's
+    // --listen 127.0.0.1:0 and --log-level debug).
+    let server = Server::start(&[]);
+    // The reader thread stores the line just after reporting the address.
+    assert!(wait_until(Duration::from_secs(5), || server
+        .logged("listening on ws://")));
+    let line = server
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|l| l.contains("listening on ws://"))
+        .cloned()
+        .unwrap();
+    let effective = |key: &str| -> String {
+        let needle = format!("{key}=");
+        let i = line
+            .find(&needle)
+            .unwrap_or_else(|| panic!("{key} not in start-up line {line}"));
+        line[i + needle.len()..]
+            .split([' ', ')'])
+            .next()
+            .unwrap()
+            .to_string()
+    };
+
+    // flag, config key in the start-up line (None: cannot be compared that way)
+    let flags: &[(&str, Option<&str>)] = &[
+        ("--listen", None),
+        ("--path", Some("path")),
+        ("--read-buffer", Some("read_buffer")),
+        ("--write-buffer", Some("write_buffer")),
+        ("--max-pending-output", Some("max_pending_output")),
+        ("--max-message", Some("max_message")),
+        ("--max-frame", Some("max_frame")),
+        ("--max-request", Some("max_request")),
+        ("--max-connections", None),
+        ("--max-connections-per-ip", None),
+        ("--ping-interval", Some("ping_interval")),
+        ("--idle-timeout", Some("idle_timeout")),
+        ("--write-timeout", Some("write_timeout")),
+        ("--handshake-timeout", Some("handshake_timeout")),
+        ("--close-timeout", Some("close_timeout")),
+        ("--allow-origin", None),
+        ("--log-level", None),
+    ];
+    for (flag, key) in flags {
+        let block = help_block(&help, flag);
+        let shown = shown_default(block)
+            .unwrap_or_else(|| panic!("--help shows no default for {flag}:\n{block}"));
+        if let Some(key) = key {
+            assert_eq!(
+                shown,
+                effective(key),
+                "{flag}: --help says one default, the server runs with another"
+            );
+        }
+    }
+    assert_eq!(
+        shown_default(help_block(&help, "--listen")).unwrap(),
+        "127.0.0.1:8080"
+    );
+    assert_eq!(
+        shown_default(help_block(&help, "--log-level")).unwrap(),
+        "info"
+    );
+    assert_eq!(
+        shown_default(help_block(&help, "--max-connections-per-ip")).unwrap(),
+        "no limit"
+    );
+    assert_eq!(effective("max_connections_per_ip"), "off");
+    assert!(
+        shown_default(help_block(&help, "--allow-origin"))
+            .unwrap()
+            .contains("same origin")
+    );
+    assert_eq!(effective("origins"), "same-origin");
+    // max connections: "open-file limit less a reserve"; the server raises its soft
+    // limit to the hard one and keeps FD_RESERVE descriptors back.
+    assert!(
+        shown_default(help_block(&help, "--max-connections"))
+            .unwrap()
+            .contains("open-file limit"),
+    );
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    let expected = if lim.rlim_max == libc::RLIM_INFINITY {
+        1u64 << 24
+    } else {
+        lim.rlim_max
+            .saturating_sub(wsloop::config::FD_RESERVE as u64)
+            .clamp(1, 1 << 24)
+    };
+    assert_eq!(effective("max_connections"), expected.to_string());
+    // The remaining options are listed too.
+    for flag in ["--subprotocol", "--help", "--version"] {
+        help_block(&help, flag);
+    }
+    assert_eq!(effective("subprotocols"), "[]");
+}
+
+#[test]
+fn version_flag() {
+    let out = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
+}
+
+/// Builds examples/embed.rs and returns the path of its binary.
+fn build_embed() -> std::path::PathBuf {
+    let out = Command::new(env!("CARGO"))
+        .args(["build", "--example", "embed"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build --example embed failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // This test runs from target/<profile>/deps/; the example is in ../examples/.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir.join("examples").join("embed");
+    assert!(path.exists(), "{} not built", path.display());
+    path
+}
+
+#[test]
+fn embed_example_serves_websocket_and_tcp_from_one_poll() {
+    let bin = build_embed();
+    let mut child = Guard(
+        Command::new(&bin)
+            .args(["127.0.0.1:0", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn embed"),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut tcp_addr: Option<SocketAddr> = None;
+    let mut ws_url: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while tcp_addr.is_none() || ws_url.is_none() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("embed did not print both listening addresses");
+        if let Some(a) = line.strip_prefix("tcp echo listening on ") {
+            tcp_addr = Some(a.trim().parse().expect("tcp address"));
+        } else if let Some(rest) = line.split("listening on ws://").nth(1) {
+            ws_url = Some(format!("ws://{}", rest.trim()));
+        }
+    }
+    let tcp_addr = tcp_addr.unwrap();
+    let ws_url = ws_url.unwrap();
+    assert!(ws_url.ends_with("/ws"), "{ws_url}");
+
+    // Both services at once, from two threads, interleaved with each other.
+    let mut ws = connect(&ws_url);
+    let mut tcp = TcpStream::connect(tcp_addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let tcp_thread = std::thread::spawn(move || {
+        for i in 0..200 {
+            let msg = format!("plain line {i}\n").repeat(1 + i % 7);
+            tcp.write_all(msg.as_bytes()).unwrap();
+            let mut got = vec![0u8; msg.len()];
+            tcp.read_exact(&mut got).unwrap();
+            assert_eq!(got, msg.as_bytes(), "plain TCP echo {i}");
+        }
+        tcp
+    });
+    for i in 0..200 {
+        if i % 2 == 0 {
+            assert_echo(&mut ws, Message::text(format!("ws text {i}")));
+        } else {
+            assert_echo(&mut ws, Message::binary(vec![i as u8; 1 + i * 50]));
+        }
+    }
+    let mut tcp = tcp_thread.join().expect("plain TCP echo failed");
+    // A second WebSocket client while the first is still open.
+    let mut ws2 = connect(&ws_url);
+    assert_echo(&mut ws2, Message::text("second client"));
+    // The WebSocket side refuses a bad request with an HTTP status, like the binary.
+    let ws_addr: SocketAddr = ws_url["ws://".len()..ws_url.len() - "/ws".len()]
+        .parse()
+        .unwrap();
+    let (status, _) = http(ws_addr, upgrade_request(ws_addr, "/nope", "").as_bytes());
+    assert_eq!(status, 404);
+
+    // SIGTERM: the WebSocket clients get Close 1001, then the process exits 0.
+    let started = Instant::now();
+    sigterm(child.0.id());
+    let readers: Vec<_> = [ws, ws2]
+        .into_iter()
+        .map(|mut ws| {
+            std::thread::spawn(move || {
+                let mut code = None;
+                loop {
+                    match ws.read() {
+                        Ok(Message::Close(f)) => code = f.map(|f| u16::from(f.code)),
+                        Ok(_) => {}
+                        Err(_) => return code,
+                    }
+                }
+            })
+        })
+        .collect();
+    let status = wait_exit(&mut child.0, Duration::from_secs(10))
+        .expect("embed did not exit within 10 s of SIGTERM");
+    assert_eq!(status.code(), Some(0), "embed exit status {status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "embed took {:?} to exit though its clients answered Close",
+        started.elapsed()
+    );
+    for r in readers {
+        assert_eq!(
+            r.join().unwrap(),
+            Some(1001),
+            "WebSocket client's close code"
+        );
+    }
+    // The plain TCP connection ends with the process.
+    let mut buf = [0u8; 8];
+    assert!(matches!(tcp.read(&mut buf), Ok(0) | Err(_)));
+}
