@@ -143,7 +143,7 @@ fn main() -> io::Result<()> {
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
     let addr = addr
-        .parse()
+        .parse::<std::net::SocketAddr>()
         .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
     let server = Server::bind(addr, Config::default(), Room::default())?;
     println!(

@@ -57,7 +57,13 @@ fn main() -> io::Result<()> {
     let mut events = Events::with_capacity(256);
     loop {
         poll.poll(&mut events, ws.next_timeout(Instant::now()))
-            .or_else(|e| if e.kind() == ErrorKind::Interrupted { Ok(()) } else { Err(e) })?;
+            .or_else(|e| {
+                if e.kind() == ErrorKind::Interrupted {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })?;
         for event in events.iter() {
             match event.token() {
                 t if ws.owns(t) => ws.handle_event(poll.registry(), event),
@@ -70,7 +76,11 @@ fn main() -> io::Result<()> {
                     match tcp.accept() {
                         Ok((mut stream, _)) => {
                             let token = Token(next_token);
-                            next_token = if next_token + 1 >= WS_BASE.0 { 2 } else { next_token + 1 };
+                            next_token = if next_token + 1 >= WS_BASE.0 {
+                                2
+                            } else {
+                                next_token + 1
+                            };
                             poll.registry()
                                 .register(&mut stream, token, Interest::READABLE)?;
                             plain.insert(token, stream);

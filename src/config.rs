@@ -50,6 +50,11 @@ pub struct Config {
     pub origins: OriginPolicy,
     /// Subprotocols the server speaks, in order of preference.
     pub subprotocols: Vec<String>,
+    /// Set SO_REUSEPORT so several processes can share the port (one per core).
+    pub reuse_port: bool,
+    /// Serve wss:// with this rustls configuration (see `wsloop::tls::load_server_config`).
+    #[cfg(feature = "tls")]
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// File descriptors kept back from `max_connections`: the listener, the poll, logging,
@@ -75,6 +80,9 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             origins: OriginPolicy::SameOrigin,
             subprotocols: Vec::new(),
+            reuse_port: false,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -154,6 +162,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// Whether connections are served over TLS.
+    pub fn tls_enabled(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -239,7 +257,7 @@ impl fmt::Display for Config {
             f,
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
-             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}]",
+             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} tls={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -256,6 +274,8 @@ impl fmt::Display for Config {
             show_duration(self.close_timeout),
             origins,
             self.subprotocols.join(","),
+            self.reuse_port,
+            if self.tls_enabled() { "on" } else { "off" },
         )
     }
 }

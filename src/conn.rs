@@ -11,9 +11,10 @@ use crate::config::Config;
 use crate::handler::{Close, Command, ConnId, Ctx, Handler};
 use crate::handshake::{self, Outcome};
 use crate::scan::{FrameScanner, Rejected, ScanError};
+use crate::transport::Transport;
 use crate::wire::{Outbuf, Wire};
 use log::debug;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 use tungstenite::protocol::frame::CloseFrame;
@@ -160,7 +161,7 @@ pub(crate) struct Conn<S> {
     busy: Option<Box<Busy>>,
 }
 
-impl<S: Read + Write> Conn<S> {
+impl<S: Transport> Conn<S> {
     pub(crate) fn new(stream: S, peer: SocketAddr, now: Instant, over_limit: bool) -> Self {
         Conn {
             stream,
@@ -185,6 +186,11 @@ impl<S: Read + Write> Conn<S> {
     /// Bytes waiting for the socket.
     pub(crate) fn pending_output(&self) -> usize {
         self.busy.as_ref().map_or(0, |b| b.out.len())
+    }
+
+    /// Whether anything waits for the socket to become writable.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.pending_output() > 0 || self.stream.has_pending()
     }
 
     /// The instant of this connection's nearest deadline.
@@ -222,6 +228,11 @@ impl<S: Read + Write> Conn<S> {
 
     /// The socket is writable: send what is pending.
     pub(crate) fn on_writable<H: Handler>(&mut self, env: &mut Env<H>) {
+        match self.stream.flush_pending() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return self.gone(env, &format!("write failed: {e}")),
+        }
         let Some(busy) = self.busy.as_deref_mut() else {
             return;
         };
@@ -718,7 +729,7 @@ impl<S: Read + Write> Conn<S> {
         let written = wire.write_all(bytes).is_ok();
         busy.since = env.now;
         self.rearm = true;
-        self.phase = if written && !busy.out.is_empty() {
+        self.phase = if written && (!busy.out.is_empty() || self.stream.has_pending()) {
             Phase::Draining
         } else {
             Phase::Dead
@@ -740,7 +751,7 @@ enum End {
 
 /// Applies a handler's command for the connection whose frames are being read.
 #[allow(clippy::too_many_arguments)]
-fn own_command<S: Read + Write, H>(
+fn own_command<S: Transport, H>(
     ws: &mut WebSocketContext,
     wire: &mut Wire<S>,
     cmd: Command,

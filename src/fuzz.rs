@@ -41,6 +41,8 @@ impl Read for MemStream<'_> {
     }
 }
 
+impl crate::transport::Transport for MemStream<'_> {}
+
 impl Write for MemStream<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.write_budget == 0 {

@@ -18,10 +18,14 @@ pub mod scan;
 mod server;
 mod sys;
 pub mod timer;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod transport;
 mod wire;
 
 pub use config::{Config, ConfigError, OriginPolicy};
 pub use handler::{Close, ConnId, Ctx, Echo, Handler};
 pub use handshake::Request;
 pub use server::{REJECT_SLACK, Server};
+pub use transport::ListenAddr;
 pub use tungstenite::{Bytes, Message, Utf8Bytes};

@@ -1,19 +1,28 @@
 //! The `wsloop` binary: parse flags, set up logging, serve echo until SIGINT/SIGTERM.
 
 use clap::Parser;
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use wsloop::config::{parse_duration, parse_size};
-use wsloop::{Config, Echo, OriginPolicy, Server};
+use wsloop::{Config, Echo, ListenAddr, OriginPolicy, Server};
 
 /// A single-threaded WebSocket echo server (mio + tungstenite).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
-    /// Address to listen on (127.0.0.1 unless told otherwise).
+    /// Address to listen on: IP:PORT (127.0.0.1 unless told otherwise) or unix:PATH.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+    listen: ListenAddr,
+    /// Share the port with other wsloop processes (SO_REUSEPORT): run one per core.
+    #[arg(long)]
+    reuse_port: bool,
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Request path that upgrades; other paths get 404.
     #[arg(long, default_value = "/ws")]
     path: String,
@@ -94,6 +103,9 @@ impl Cli {
             close_timeout: self.close_timeout,
             origins,
             subprotocols: self.subprotocols,
+            reuse_port: self.reuse_port,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -101,8 +113,10 @@ impl Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let level = cli.log_level;
-    let listen = cli.listen;
-    let cfg = cli.config();
+    let listen = cli.listen.clone();
+    let tls_files = cli.tls_cert.clone().zip(cli.tls_key.clone());
+    #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+    let mut cfg = cli.config();
     if let Err(e) = cfg.validate() {
         eprintln!("wsloop: invalid configuration: {e}");
         return ExitCode::from(2);
@@ -115,7 +129,23 @@ fn main() -> ExitCode {
     {
         eprintln!("wsloop: cannot start logging: {e}");
     }
-    let server = match Server::bind(listen, cfg, Echo) {
+    if let Some((cert, key)) = tls_files {
+        #[cfg(feature = "tls")]
+        match wsloop::tls::load_server_config(&cert, &key) {
+            Ok(tls) => cfg.tls = Some(tls),
+            Err(e) => {
+                eprintln!("wsloop: {e}");
+                return ExitCode::from(2);
+            }
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (cert, key);
+            eprintln!("wsloop: built without the tls feature; --tls-cert is not available");
+            return ExitCode::from(2);
+        }
+    }
+    let server = match Server::bind(listen.clone(), cfg, Echo) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot listen on {listen}: {e}");

@@ -6,9 +6,9 @@ use crate::config::Config;
 use crate::conn::{Conn, Env, Pool};
 use crate::handler::{Command, ConnId, Ctx, Handler};
 use crate::timer::TimerWheel;
+use crate::transport::{ListenAddr, Listener, Stream, Transport};
 use log::{debug, info, warn};
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
 use slab::Slab;
 use std::collections::HashMap;
@@ -30,10 +30,10 @@ const SLOTS: usize = 4096;
 
 /// A WebSocket server that runs inside a mio poll loop.
 pub struct Server<H> {
-    listener: Option<TcpListener>,
-    local_addr: SocketAddr,
+    listener: Option<Listener>,
+    local_addr: ListenAddr,
     cfg: Config,
-    conns: Slab<Conn<TcpStream>>,
+    conns: Slab<Conn<Stream>>,
     wheel: TimerWheel,
     pool: Pool,
     scratch: Box<[u8]>,
@@ -52,11 +52,12 @@ pub struct Server<H> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Binds the listening socket; nothing is accepted until [`register`](Self::register) or [`run`](Self::run).
-    pub fn bind(addr: SocketAddr, cfg: Config, handler: H) -> io::Result<Self> {
+    /// Binds the listening socket (TCP, or `ListenAddr::Unix`); nothing is accepted
+    /// until [`register`](Self::register) or [`run`](Self::run).
+    pub fn bind(addr: impl Into<ListenAddr>, cfg: Config, handler: H) -> io::Result<Self> {
         cfg.validate()
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
-        let listener = TcpListener::bind(addr)?;
+        let listener = Listener::bind(&addr.into(), cfg.reuse_port)?;
         let local_addr = listener.local_addr()?;
         Ok(Server {
             listener: Some(listener),
@@ -80,8 +81,8 @@ impl<H: Handler> Server<H> {
     }
 
     /// The address the listener is bound to (useful with port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.local_addr
     }
 
     /// The configuration in force.
@@ -219,8 +220,9 @@ impl<H: Handler> Server<H> {
         self.register(poll.registry(), Token(0))?;
         // Logged only now that signals are handled: whoever waits for this line may
         // send SIGTERM at once and must get a graceful exit.
+        let scheme = if self.cfg.tls_enabled() { "wss" } else { "ws" };
         info!(
-            "wsloop {} listening on ws://{}{} ({})",
+            "wsloop {} listening on {scheme}://{}{} ({})",
             env!("CARGO_PKG_VERSION"),
             self.local_addr,
             self.cfg.path,
@@ -268,7 +270,7 @@ impl<H: Handler> Server<H> {
                 self.accept_paused = Some(None);
                 return;
             }
-            let (mut stream, peer) = match listener.accept() {
+            let (stream, peer) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
@@ -288,7 +290,9 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
+            let Some(mut stream) = self.secure(stream, peer) else {
+                continue;
+            };
             let mut over_limit = self.conns.len() >= self.cfg.max_connections;
             if let Some(limit) = self.cfg.max_connections_per_ip {
                 let n = self.per_ip.entry(peer.ip()).or_insert(0);
@@ -311,6 +315,26 @@ impl<H: Handler> Server<H> {
         }
     }
 
+    /// Wraps a TCP stream in TLS when the server serves wss://.
+    #[cfg(feature = "tls")]
+    fn secure(&self, stream: Stream, peer: SocketAddr) -> Option<Stream> {
+        match (&self.cfg.tls, stream) {
+            (Some(tls), Stream::Tcp(tcp)) => match crate::tls::TlsStream::new(tcp, tls.clone()) {
+                Ok(t) => Some(Stream::Tls(Box::new(t))),
+                Err(e) => {
+                    debug!("{peer}: TLS session not created: {e}");
+                    None
+                }
+            },
+            (_, s) => Some(s),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn secure(&self, stream: Stream, _peer: SocketAddr) -> Option<Stream> {
+        Some(stream)
+    }
+
     fn forget_ip(&mut self, ip: IpAddr) {
         if self.cfg.max_connections_per_ip.is_some()
             && let Some(n) = self.per_ip.get_mut(&ip)
@@ -326,7 +350,7 @@ impl<H: Handler> Server<H> {
         &mut self,
         key: usize,
         now: Instant,
-        f: impl FnOnce(&mut Conn<TcpStream>, &mut [u8], &mut Env<H>),
+        f: impl FnOnce(&mut Conn<Stream>, &mut [u8], &mut Env<H>),
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
@@ -349,7 +373,8 @@ impl<H: Handler> Server<H> {
             return;
         };
         if conn.is_dead() {
-            let conn = self.conns.remove(key);
+            let mut conn = self.conns.remove(key);
+            conn.stream.close();
             self.wheel.cancel(key);
             self.forget_ip(conn.peer.ip());
             drop(conn);
@@ -360,7 +385,7 @@ impl<H: Handler> Server<H> {
             return;
         }
         conn.release_if_idle(&self.cfg, &mut self.pool);
-        let want_write = conn.pending_output() > 0;
+        let want_write = conn.wants_write();
         if want_write != conn.writable_interest {
             let interest = if want_write {
                 Interest::READABLE | Interest::WRITABLE

@@ -40,7 +40,11 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ws://").nth(1)
+                let rest = line
+                    .split("listening on ws://")
+                    .nth(1)
+                    .or_else(|| line.split("listening on wss://").nth(1));
+                if let Some(rest) = rest
                     && let Some(tx) = tx.take()
                 {
                     let url = rest.split_whitespace().next().unwrap_or("").to_string();

@@ -1,0 +1,128 @@
+//! wss://: rustls driven from the same loop. rustls does no I/O of its own, so a
+//! `TlsStream` moves records between the socket and the `ServerConnection` on each read
+//! and write, and tells the loop when records wait for the socket.
+
+use crate::transport::Transport;
+use mio::net::TcpStream;
+use rustls::ServerConnection;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::io::{self, ErrorKind, Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+pub use rustls::ServerConfig;
+
+/// Loads a PEM certificate chain and private key into a rustls server configuration
+/// (TLS 1.2 and 1.3, ring's algorithms, no client authentication).
+pub fn load_server_config(cert: &Path, key: &Path) -> io::Result<Arc<ServerConfig>> {
+    let bad = |what: &str, p: &Path, e: &dyn std::fmt::Display| {
+        io::Error::new(
+            ErrorKind::InvalidInput,
+            format!("{what} {}: {e}", p.display()),
+        )
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad("cannot read certificates from", cert, &e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad("bad certificate in", cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in", cert, &"empty"));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad("cannot read private key from", key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            io::Error::new(ErrorKind::InvalidInput, format!("certificate and key: {e}"))
+        })?;
+    Ok(Arc::new(config))
+}
+
+/// A TLS session over a non-blocking TCP socket.
+pub(crate) struct TlsStream {
+    sock: TcpStream,
+    tls: ServerConnection,
+}
+
+impl TlsStream {
+    pub(crate) fn new(sock: TcpStream, config: Arc<ServerConfig>) -> io::Result<Self> {
+        let tls = ServerConnection::new(config).map_err(io::Error::other)?;
+        Ok(TlsStream { sock, tls })
+    }
+
+    pub(crate) fn socket(&mut self) -> &mut TcpStream {
+        &mut self.sock
+    }
+}
+
+impl Read for TlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.tls.reader().read(buf) {
+                // Ok(0) is the peer's close_notify: the end of the stream.
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if self.tls.read_tls(&mut self.sock)? == 0 {
+                return Ok(0);
+            }
+            if let Err(e) = self.tls.process_new_packets() {
+                // rustls queued an alert for the peer; send it if the socket takes it.
+                let _ = self.flush_pending();
+                return Err(io::Error::new(ErrorKind::InvalidData, e));
+            }
+            // Handshake messages (or a key update) may now wait to be sent.
+            self.flush_pending()?;
+        }
+    }
+}
+
+impl Write for TlsStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Records the socket has not taken yet count as blocked output: the caller
+        // keeps the plaintext, where backpressure can see it.
+        if !self.flush_pending()? {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        let n = self.tls.writer().write(buf)?;
+        self.flush_pending()?;
+        if n == 0 && !buf.is_empty() {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for TlsStream {
+    fn has_pending(&self) -> bool {
+        self.tls.wants_write()
+    }
+
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        while self.tls.wants_write() {
+            match self.tls.write_tls(&mut self.sock) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn close(&mut self) {
+        self.tls.send_close_notify();
+        let _ = self.flush_pending();
+    }
+}

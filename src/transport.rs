@@ -1,0 +1,251 @@
+//! What a connection's bytes travel over — TCP, a Unix socket, or TLS on TCP — behind
+//! one `Stream` type, so the connection state machine is one piece of code for all.
+
+use mio::event::Source;
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A byte stream a connection can run on.
+pub(crate) trait Transport: Read + Write {
+    /// Whether the transport holds output of its own (TLS records) the socket has not taken.
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    /// Pushes that output; `Ok(true)` once none is left.
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    /// Last words before the socket is dropped (a TLS close_notify).
+    fn close(&mut self) {}
+}
+
+impl Transport for TcpStream {}
+
+/// Where the server listens: `127.0.0.1:8080` or `unix:/run/wsloop.sock`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path (removed again on clean exit).
+    Unix(PathBuf),
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(a: SocketAddr) -> Self {
+        ListenAddr::Tcp(a)
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err("unix: needs a socket path, e.g. unix:/run/wsloop.sock".into());
+            }
+            return Ok(ListenAddr::Unix(path.into()));
+        }
+        s.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("invalid listen address {s:?}: expected IP:PORT or unix:PATH"))
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// A listening socket.
+pub(crate) enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+/// Pending connections the kernel queues for us (capped by net.core.somaxconn).
+const BACKLOG: i32 = 4096;
+
+impl Listener {
+    pub(crate) fn bind(addr: &ListenAddr, reuse_port: bool) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Tcp(a) => {
+                use socket2::{Domain, Socket, Type};
+                let socket = Socket::new(Domain::for_address(*a), Type::STREAM, None)?;
+                socket.set_reuse_address(true)?;
+                if reuse_port {
+                    socket.set_reuse_port(true)?;
+                }
+                socket.set_nonblocking(true)?;
+                socket.bind(&(*a).into())?;
+                socket.listen(BACKLOG)?;
+                Ok(Listener::Tcp(TcpListener::from_std(socket.into())))
+            }
+            ListenAddr::Unix(path) => {
+                // A socket file left by a process that died is stale; anything else at
+                // that path is not ours to remove.
+                use std::os::unix::fs::FileTypeExt;
+                if let Ok(meta) = std::fs::symlink_metadata(path)
+                    && meta.file_type().is_socket()
+                    && std::os::unix::net::UnixStream::connect(path).is_err()
+                {
+                    std::fs::remove_file(path)?;
+                }
+                Ok(Listener::Unix(UnixListener::bind(path)?, path.clone()))
+            }
+        }
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<ListenAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(ListenAddr::Tcp),
+            Listener::Unix(_, p) => Ok(ListenAddr::Unix(p.clone())),
+        }
+    }
+
+    /// The next connection and its peer (Unix peers have no IP: 0.0.0.0:0 stands in).
+    pub(crate) fn accept(&self) -> io::Result<(Stream, SocketAddr)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                let _ = s.set_nodelay(true);
+                Ok((Stream::Tcp(s), peer))
+            }
+            Listener::Unix(l, _) => {
+                let (s, _) = l.accept()?;
+                Ok((Stream::Unix(s), SocketAddr::from(([0, 0, 0, 0], 0))))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Source for Listener {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(r, t, i),
+            Listener::Unix(l, _) => l.register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(r, t, i),
+            Listener::Unix(l, _) => l.reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(r),
+            Listener::Unix(l, _) => l.deregister(r),
+        }
+    }
+}
+
+/// A client connection's stream.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<crate::tls::TlsStream>),
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Stream::Tcp($s) => $e,
+            Stream::Unix($s) => $e,
+            #[cfg(feature = "tls")]
+            Stream::Tls($s) => $e,
+        }
+    };
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        each!(self, s => s.read(buf))
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        each!(self, s => s.write(buf))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        each!(self, s => s.flush())
+    }
+}
+
+impl Transport for Stream {
+    fn has_pending(&self) -> bool {
+        match self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.has_pending(),
+            _ => false,
+        }
+    }
+
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        match self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.flush_pending(),
+            _ => Ok(true),
+        }
+    }
+
+    fn close(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Stream::Tls(s) = self {
+            s.close();
+        }
+    }
+}
+
+impl Source for Stream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.register(r, t, i),
+            Stream::Unix(s) => s.register(r, t, i),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.socket().register(r, t, i),
+        }
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.reregister(r, t, i),
+            Stream::Unix(s) => s.reregister(r, t, i),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.socket().reregister(r, t, i),
+        }
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.deregister(r),
+            Stream::Unix(s) => s.deregister(r),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => s.socket().deregister(r),
+        }
+    }
+}
