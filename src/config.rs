@@ -52,6 +52,8 @@ pub struct Config {
     pub subprotocols: Vec<String>,
     /// Set SO_REUSEPORT so several processes can share the port (one per core).
     pub reuse_port: bool,
+    /// Serve the browser console page at `GET /`.
+    pub console: bool,
     /// Serve wss:// with this rustls configuration (see `wsloop::tls::load_server_config`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -81,6 +83,7 @@ impl Default for Config {
             origins: OriginPolicy::SameOrigin,
             subprotocols: Vec::new(),
             reuse_port: false,
+            console: false,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -257,7 +260,7 @@ impl fmt::Display for Config {
             f,
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
-             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} tls={}",
+             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} tls={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -275,6 +278,7 @@ impl fmt::Display for Config {
             origins,
             self.subprotocols.join(","),
             self.reuse_port,
+            self.console,
             if self.tls_enabled() { "on" } else { "off" },
         )
     }

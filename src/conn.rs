@@ -372,8 +372,8 @@ impl<S: Transport> Conn<S> {
             }
             match handshake::evaluate(&busy.partial, env.cfg, self.peer, self.over_limit) {
                 Outcome::Partial => continue,
-                Outcome::Reject { status, reply } => {
-                    debug!("{}: upgrade refused with {status}", self.peer);
+                Outcome::Respond { status, reply } => {
+                    debug!("{}: answered over HTTP with {status}", self.peer);
                     self.drain_then_drop(env, &reply);
                     return;
                 }

@@ -43,8 +43,9 @@ pub(crate) enum Outcome {
         consumed: usize,
         request: Request,
     },
-    /// Refuse with an HTTP error; `reply` is the whole response.
-    Reject { status: u16, reply: Vec<u8> },
+    /// Answer over plain HTTP (an error, or the console page) and close; `reply` is
+    /// the whole response.
+    Respond { status: u16, reply: Vec<u8> },
 }
 
 /// Headers a request may carry; more is answered with 431.
@@ -80,6 +81,12 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
     }
     let target = req.path.unwrap_or("");
     let path = target.split('?').next().unwrap_or("");
+    if cfg.console && path == "/" {
+        return Outcome::Respond {
+            status: 200,
+            reply: console_page(&cfg.path),
+        };
+    }
     if path != cfg.path {
         return reject(404, "not found", &[]);
     }
@@ -164,9 +171,21 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
     }
 }
 
+/// The browser console (`--console`): one self-contained page that talks to `ws_path`.
+fn console_page(ws_path: &str) -> Vec<u8> {
+    let page = include_str!("console.html").replace("__WS_PATH__", ws_path);
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        page.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(page.as_bytes());
+    r
+}
+
 /// An error reply with a one-line text body; the connection closes after it.
 pub(crate) fn reject(status: u16, body: &str, extra: &[&str]) -> Outcome {
-    Outcome::Reject {
+    Outcome::Respond {
         status,
         reply: error_reply(status, body, extra),
     }
@@ -272,7 +291,7 @@ mod tests {
     fn status(req: &str, cfg: &Config) -> u16 {
         match evaluate(req.as_bytes(), cfg, peer(), false) {
             Outcome::Accept { .. } => 101,
-            Outcome::Reject { status, .. } => status,
+            Outcome::Respond { status, .. } => status,
             Outcome::Partial => 0,
         }
     }

@@ -17,6 +17,9 @@ struct Cli {
     /// Share the port with other wsloop processes (SO_REUSEPORT): run one per core.
     #[arg(long)]
     reuse_port: bool,
+    /// Serve a browser console (connect, send, see echoes and close codes) at GET /.
+    #[arg(long)]
+    console: bool,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -104,6 +107,7 @@ impl Cli {
             origins,
             subprotocols: self.subprotocols,
             reuse_port: self.reuse_port,
+            console: self.console,
             #[cfg(feature = "tls")]
             tls: None,
         }
