@@ -54,6 +54,8 @@ pub struct Config {
     pub reuse_port: bool,
     /// Serve the browser console page at `GET /`.
     pub console: bool,
+    /// Serve Prometheus metrics at `GET /metrics` on this address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Serve wss:// with this rustls configuration (see `wsloop::tls::load_server_config`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -84,6 +86,7 @@ impl Default for Config {
             subprotocols: Vec::new(),
             reuse_port: false,
             console: false,
+            metrics_listen: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -260,7 +263,7 @@ impl fmt::Display for Config {
             f,
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
-             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} tls={}",
+             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} metrics={} tls={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -279,6 +282,8 @@ impl fmt::Display for Config {
             self.subprotocols.join(","),
             self.reuse_port,
             self.console,
+            self.metrics_listen
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
             if self.tls_enabled() { "on" } else { "off" },
         )
     }

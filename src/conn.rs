@@ -10,6 +10,7 @@
 use crate::config::Config;
 use crate::handler::{Close, Command, ConnId, Ctx, Handler};
 use crate::handshake::{self, Outcome};
+use crate::metrics::Stats;
 use crate::scan::{FrameScanner, Rejected, ScanError};
 use crate::transport::Transport;
 use crate::wire::{Outbuf, Wire};
@@ -91,6 +92,11 @@ impl Pool {
         }
     }
 
+    /// Boxes and contexts held for reuse.
+    pub(crate) fn len(&self) -> usize {
+        self.boxes.len() + self.contexts.len()
+    }
+
     fn put(&mut self, busy: Box<Busy>) {
         if self.boxes.len() < self.max {
             self.boxes.push(busy);
@@ -126,6 +132,7 @@ pub(crate) struct Env<'a, H> {
     pub(crate) deferred: &'a mut Vec<(ConnId, Command)>,
     pub(crate) now: Instant,
     pub(crate) id: ConnId,
+    pub(crate) stats: &'a mut Stats,
 }
 
 impl<H> Env<'_, H> {
@@ -260,6 +267,7 @@ impl<S: Transport> Conn<S> {
         match self.phase {
             Phase::Handshake if now >= self.last_read + cfg.handshake_timeout => {
                 debug!("{}: handshake timeout", self.peer);
+                env.stats.deadline_closes.handshake += 1;
                 self.phase = Phase::Dead;
             }
             Phase::Open => {
@@ -269,12 +277,15 @@ impl<S: Transport> Conn<S> {
                     .and_then(|b| b.out_since)
                     .is_some_and(|t| now >= t + cfg.write_timeout);
                 if write_stuck {
+                    env.stats.deadline_closes.write += 1;
                     self.notify_close(env, 1006, "write timeout");
                     self.phase = Phase::Dead;
                 } else if now >= self.last_read + cfg.idle_timeout {
+                    env.stats.deadline_closes.idle += 1;
                     self.fail(env, 1001, "idle timeout");
                 } else if !self.pinged && now >= self.last_read + cfg.ping_interval {
                     self.pinged = true;
+                    env.stats.pings_sent += 1;
                     self.send_now(env, Message::Ping(Default::default()));
                 }
             }
@@ -282,6 +293,7 @@ impl<S: Transport> Conn<S> {
                 let since = self.busy.as_ref().map_or(self.last_read, |b| b.since);
                 if now >= since + cfg.close_timeout {
                     debug!("{}: close timeout", self.peer);
+                    env.stats.deadline_closes.close += 1;
                     self.phase = Phase::Dead;
                 }
             }
@@ -374,6 +386,9 @@ impl<S: Transport> Conn<S> {
                 Outcome::Partial => continue,
                 Outcome::Respond { status, reply } => {
                     debug!("{}: answered over HTTP with {status}", self.peer);
+                    if status != 200 {
+                        *env.stats.handshakes_failed.entry(status).or_default() += 1;
+                    }
                     self.drain_then_drop(env, &reply);
                     return;
                 }
@@ -394,6 +409,7 @@ impl<S: Transport> Conn<S> {
                         self.phase = Phase::Dead;
                         return;
                     }
+                    env.stats.handshakes_ok += 1;
                     self.phase = Phase::Open;
                     self.opened = true;
                     self.last_read = env.now;
@@ -519,6 +535,8 @@ impl<S: Transport> Conn<S> {
                     if !self.opened {
                         continue;
                     }
+                    env.stats.messages_in += 1;
+                    env.stats.bytes_in += msg.len() as u64;
                     env.handler.on_message(env.ctx, env.id, msg);
                     let mut stop = None;
                     // Taken and given back so the command list keeps its allocation.
@@ -633,6 +651,7 @@ impl<S: Transport> Conn<S> {
     fn send_now<H: Handler>(&mut self, env: &mut Env<H>, msg: Message) {
         let busy = self.busy.get_or_insert_with(|| env.take_busy());
         busy.big_write |= msg.len() > env.cfg.write_buffer;
+        count_out(env.stats, &msg);
         let ws = busy
             .ws
             .get_or_insert_with(|| env.pool.take_context(env.cfg));
@@ -767,6 +786,7 @@ where
     match cmd {
         Command::Send(msg) => {
             *big_write |= msg.len() > env.cfg.write_buffer;
+            count_out(env.stats, &msg);
             match ws.write(wire, msg) {
                 Ok(()) => None,
                 Err(WsError::Io(e)) => Some(End::Gone(format!("write failed: {e}"))),
@@ -803,6 +823,7 @@ fn notify<H: Handler>(
     }
     *opened = false;
     debug!("{peer}: {what}: code {code} {reason:?}");
+    *env.stats.closes.entry(code).or_default() += 1;
     let close = Close {
         code,
         reason: reason.to_string(),
@@ -814,6 +835,14 @@ fn notify<H: Handler>(
         if id != env.id {
             env.deferred.push((id, cmd));
         }
+    }
+}
+
+/// Counts an outgoing data message (pings and closes are counted where they are made).
+fn count_out(stats: &mut Stats, msg: &Message) {
+    if msg.is_text() || msg.is_binary() {
+        stats.messages_out += 1;
+        stats.bytes_out += msg.len() as u64;
     }
 }
 

@@ -94,6 +94,7 @@ fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
     let mut ctx = Ctx::default();
     let mut deferred = Vec::new();
     let mut scratch = vec![0u8; 8192];
+    let mut stats = crate::metrics::Stats::default();
     for turn in 0..10_000u32 {
         let mut env = Env {
             cfg,
@@ -103,6 +104,7 @@ fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
             deferred: &mut deferred,
             now: start + Duration::from_millis(u64::from(turn)),
             id: ConnId(0),
+            stats: &mut stats,
         };
         conn.on_writable(&mut env);
         conn.on_readable(&mut scratch, &mut env);

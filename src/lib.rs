@@ -14,6 +14,7 @@ mod handler;
 mod handshake;
 #[cfg(feature = "json")]
 pub mod json;
+pub mod metrics;
 pub mod scan;
 mod server;
 mod sys;

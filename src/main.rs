@@ -20,6 +20,9 @@ struct Cli {
     /// Serve a browser console (connect, send, see echoes and close codes) at GET /.
     #[arg(long)]
     console: bool,
+    /// Serve Prometheus metrics at GET /metrics on this address [default: off].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Serve wss:// with this PEM certificate chain (needs --tls-key).
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -108,6 +111,7 @@ impl Cli {
             subprotocols: self.subprotocols,
             reuse_port: self.reuse_port,
             console: self.console,
+            metrics_listen: self.metrics_listen,
             #[cfg(feature = "tls")]
             tls: None,
         }

@@ -5,6 +5,7 @@
 use crate::config::Config;
 use crate::conn::{Conn, Env, Pool};
 use crate::handler::{Command, ConnId, Ctx, Handler};
+use crate::metrics::{self, Endpoint, Progress, Stats};
 use crate::timer::TimerWheel;
 use crate::transport::{ListenAddr, Listener, Stream, Transport};
 use log::{debug, info, warn};
@@ -22,6 +23,8 @@ pub const REJECT_SLACK: usize = 64;
 const POOL_MAX: usize = 64;
 /// Size of the loop's one receive buffer: large reads for large messages, shared by all.
 const SCRATCH: usize = 128 << 10;
+/// A metrics scraper that has not finished its exchange by then is dropped.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Timer wheel resolution and size: 10 ms × 4096 slots covers 40 s in one revolution.
@@ -49,6 +52,8 @@ pub struct Server<H> {
     shutting_down: bool,
     per_ip: HashMap<IpAddr, usize>,
     expired: Vec<usize>,
+    stats: Stats,
+    metrics: Option<Endpoint>,
 }
 
 impl<H: Handler> Server<H> {
@@ -59,6 +64,7 @@ impl<H: Handler> Server<H> {
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         let listener = Listener::bind(&addr.into(), cfg.reuse_port)?;
         let local_addr = listener.local_addr()?;
+        let metrics = cfg.metrics_listen.map(Endpoint::bind).transpose()?;
         Ok(Server {
             listener: Some(listener),
             local_addr,
@@ -76,6 +82,8 @@ impl<H: Handler> Server<H> {
             shutting_down: false,
             per_ip: HashMap::new(),
             expired: Vec::new(),
+            stats: Stats::default(),
+            metrics,
             cfg,
         })
     }
@@ -100,13 +108,29 @@ impl<H: Handler> Server<H> {
         self.conns.len()
     }
 
-    /// How many tokens the server uses from its base: the listener and every connection slot.
-    pub fn token_span(&self) -> usize {
-        1 + self.cfg.max_connections + REJECT_SLACK
+    /// The counters behind `--metrics-listen`.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
-    /// Registers the listener with `registry`. The server uses tokens
-    /// `base ..= base + max_connections + REJECT_SLACK`.
+    /// Where the metrics endpoint listens, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|m| m.local_addr().ok())
+    }
+
+    /// How many tokens the server uses from its base: the two listeners, every
+    /// connection slot and the metrics scrapers.
+    pub fn token_span(&self) -> usize {
+        2 + self.conn_capacity() + metrics::MAX_SCRAPERS
+    }
+
+    /// Connection slots: `max_connections` plus the sockets kept only to be told 503.
+    fn conn_capacity(&self) -> usize {
+        self.cfg.max_connections + REJECT_SLACK
+    }
+
+    /// Registers the listeners with `registry`. The server uses the tokens
+    /// `base .. base + token_span()`.
     pub fn register(&mut self, registry: &Registry, base: Token) -> io::Result<()> {
         self.token_base = base.0;
         if base.0.checked_add(self.token_span()).is_none() {
@@ -117,6 +141,9 @@ impl<H: Handler> Server<H> {
         }
         if let Some(l) = self.listener.as_mut() {
             registry.register(l, base, Interest::READABLE)?;
+        }
+        if let Some(m) = self.metrics.as_mut() {
+            m.register(registry, Token(base.0 + 1))?;
         }
         Ok(())
     }
@@ -136,7 +163,15 @@ impl<H: Handler> Server<H> {
             self.accept(registry, now);
             return;
         }
-        let key = slot - 1;
+        if slot == 1 {
+            self.accept_scrapers(registry, now);
+            return;
+        }
+        let key = slot - 2;
+        if key >= self.conn_capacity() {
+            self.serve_scraper(registry, key - self.conn_capacity());
+            return;
+        }
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         self.with_conn(key, now, |conn, scratch, env| {
@@ -169,6 +204,13 @@ impl<H: Handler> Server<H> {
     pub fn handle_timers(&mut self, registry: &Registry, now: Instant) {
         self.wheel.expire(now, &mut self.expired);
         for key in std::mem::take(&mut self.expired) {
+            let capacity = self.conn_capacity();
+            if key >= capacity {
+                if let Some(m) = self.metrics.as_mut() {
+                    m.drop_scraper(key - capacity);
+                }
+                continue;
+            }
             self.with_conn(key, now, |conn, _, env| conn.on_timer(env));
             self.settle(registry, key);
         }
@@ -228,6 +270,9 @@ impl<H: Handler> Server<H> {
             self.cfg.path,
             self.cfg
         );
+        if let Some(a) = self.metrics_addr() {
+            info!("metrics on http://{a}/metrics");
+        }
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout(Instant::now());
@@ -301,7 +346,7 @@ impl<H: Handler> Server<H> {
             }
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            let token = Token(self.token_base + 1 + key);
+            let token = Token(self.token_base + 2 + key);
             if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
                 debug!("{peer}: register failed: {e}");
                 self.forget_ip(peer.ip());
@@ -335,6 +380,32 @@ impl<H: Handler> Server<H> {
         Some(stream)
     }
 
+    fn accept_scrapers(&mut self, registry: &Registry, now: Instant) {
+        let base = self.token_base + 2 + self.conn_capacity();
+        let capacity = self.conn_capacity();
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        for key in m.accept(registry, |k| Token(base + k)) {
+            self.wheel.schedule(capacity + key, now + SCRAPE_TIMEOUT);
+        }
+    }
+
+    fn serve_scraper(&mut self, registry: &Registry, key: usize) {
+        let capacity = self.conn_capacity();
+        let token = Token(self.token_base + 2 + capacity + key);
+        let (open, pooled) = (self.conns.len(), self.pool.len());
+        let stats = &self.stats;
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        match m.serve(key, || stats.render(open, pooled)) {
+            Progress::Waiting { writable: true } => m.reregister(registry, key, token),
+            Progress::Waiting { writable: false } => {}
+            Progress::Done => self.wheel.cancel(capacity + key),
+        }
+    }
+
     fn forget_ip(&mut self, ip: IpAddr) {
         if self.cfg.max_connections_per_ip.is_some()
             && let Some(n) = self.per_ip.get_mut(&ip)
@@ -358,6 +429,7 @@ impl<H: Handler> Server<H> {
         let mut env = Env {
             cfg: &self.cfg,
             pool: &mut self.pool,
+            stats: &mut self.stats,
             handler: &mut self.handler,
             ctx: &mut self.ctx,
             deferred: &mut self.deferred,
@@ -385,6 +457,10 @@ impl<H: Handler> Server<H> {
             return;
         }
         conn.release_if_idle(&self.cfg, &mut self.pool);
+        let pending = conn.pending_output() as u64;
+        if pending > self.stats.pending_output_high_water {
+            self.stats.pending_output_high_water = pending;
+        }
         let want_write = conn.wants_write();
         if want_write != conn.writable_interest {
             let interest = if want_write {
@@ -392,7 +468,7 @@ impl<H: Handler> Server<H> {
             } else {
                 Interest::READABLE
             };
-            let token = Token(self.token_base + 1 + key);
+            let token = Token(self.token_base + 2 + key);
             if registry
                 .reregister(&mut conn.stream, token, interest)
                 .is_ok()

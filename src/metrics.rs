@@ -1,0 +1,319 @@
+//! Counters the loop keeps, and the Prometheus text endpoint (`--metrics-listen`) that
+//! serves them from the same loop on a port of its own.
+
+use log::debug;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Registry, Token};
+use slab::Slab;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+
+/// What happened on the server since it started. Cheap to update: plain integers,
+/// touched a few times per message.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Completed upgrades.
+    pub handshakes_ok: u64,
+    /// Refused upgrades by HTTP status.
+    pub handshakes_failed: BTreeMap<u16, u64>,
+    /// Text and binary messages received, and their payload bytes.
+    pub messages_in: u64,
+    /// See `messages_in`.
+    pub bytes_in: u64,
+    /// Text and binary messages sent, and their payload bytes.
+    pub messages_out: u64,
+    /// See `messages_out`.
+    pub bytes_out: u64,
+    /// Ended WebSocket connections by close code (1006: no close frame).
+    pub closes: BTreeMap<u16, u64>,
+    /// Pings sent to silent clients.
+    pub pings_sent: u64,
+    /// Connections dropped at a deadline, by kind.
+    pub deadline_closes: DeadlineCloses,
+    /// Largest pending output any connection had.
+    pub pending_output_high_water: u64,
+}
+
+/// Deadline closes by kind.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DeadlineCloses {
+    /// Upgrade not done in time.
+    pub handshake: u64,
+    /// Nothing received for the idle timeout.
+    pub idle: u64,
+    /// Output not drained for the write timeout.
+    pub write: u64,
+    /// No answer to our Close.
+    pub close: u64,
+}
+
+impl Stats {
+    /// The Prometheus text exposition of these counters and the given gauges.
+    pub fn render(&self, open_connections: usize, pooled: usize) -> String {
+        let mut o = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(
+                o,
+                "# HELP wsloop_{name} {help}\n# TYPE wsloop_{name} {kind}"
+            );
+            for (labels, v) in rows {
+                let _ = writeln!(o, "wsloop_{name}{labels} {v}");
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v)];
+        let by = |label: &str, m: &BTreeMap<u16, u64>| -> Vec<(String, u64)> {
+            m.iter()
+                .map(|(k, v)| (format!("{{{label}=\"{k}\"}}"), *v))
+                .collect()
+        };
+        metric(
+            "open_connections",
+            "gauge",
+            "Connections held, handshakes included.",
+            &one(open_connections as u64),
+        );
+        metric(
+            "pooled_contexts",
+            "gauge",
+            "Busy states and contexts kept for reuse.",
+            &one(pooled as u64),
+        );
+        metric(
+            "handshakes_ok_total",
+            "counter",
+            "Completed WebSocket upgrades.",
+            &one(self.handshakes_ok),
+        );
+        metric(
+            "handshakes_failed_total",
+            "counter",
+            "Refused upgrades by HTTP status.",
+            &by("status", &self.handshakes_failed),
+        );
+        metric(
+            "messages_in_total",
+            "counter",
+            "Text and binary messages received.",
+            &one(self.messages_in),
+        );
+        metric(
+            "bytes_in_total",
+            "counter",
+            "Payload bytes of messages received.",
+            &one(self.bytes_in),
+        );
+        metric(
+            "messages_out_total",
+            "counter",
+            "Text and binary messages sent.",
+            &one(self.messages_out),
+        );
+        metric(
+            "bytes_out_total",
+            "counter",
+            "Payload bytes of messages sent.",
+            &one(self.bytes_out),
+        );
+        metric(
+            "closes_total",
+            "counter",
+            "Ended WebSocket connections by close code.",
+            &by("code", &self.closes),
+        );
+        metric(
+            "pings_sent_total",
+            "counter",
+            "Pings sent to silent clients.",
+            &one(self.pings_sent),
+        );
+        let d = self.deadline_closes;
+        let kinds = [
+            ("handshake", d.handshake),
+            ("idle", d.idle),
+            ("write", d.write),
+            ("close", d.close),
+        ];
+        let rows: Vec<(String, u64)> = kinds
+            .iter()
+            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), *v))
+            .collect();
+        metric(
+            "deadline_closes_total",
+            "counter",
+            "Connections dropped at a deadline, by kind.",
+            &rows,
+        );
+        metric(
+            "pending_output_high_water_bytes",
+            "gauge",
+            "Largest unsent output any connection had.",
+            &one(self.pending_output_high_water),
+        );
+        o
+    }
+}
+
+/// Scrapers served at once; more are refused until one finishes.
+pub(crate) const MAX_SCRAPERS: usize = 16;
+/// A scraper's request may be this large.
+const MAX_REQUEST: usize = 4096;
+
+struct Scraper {
+    stream: TcpStream,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+    written: usize,
+}
+
+/// The HTTP endpoint: a listener and the few scrapers being answered.
+pub(crate) struct Endpoint {
+    listener: TcpListener,
+    scrapers: Slab<Scraper>,
+}
+
+/// What became of a scraper after an event.
+pub(crate) enum Progress {
+    Waiting { writable: bool },
+    Done,
+}
+
+impl Endpoint {
+    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
+        Ok(Endpoint {
+            listener: TcpListener::bind(addr)?,
+            scrapers: Slab::new(),
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.listener, token, Interest::READABLE)
+    }
+
+    /// Accepts scrapers; returns the keys of the new ones (to register and time out).
+    pub(crate) fn accept(
+        &mut self,
+        registry: &Registry,
+        token_of: impl Fn(usize) -> Token,
+    ) -> Vec<usize> {
+        let mut new = Vec::new();
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.scrapers.len() >= MAX_SCRAPERS {
+                        debug!("{peer}: metrics scraper refused, {MAX_SCRAPERS} busy");
+                        continue;
+                    }
+                    let entry = self.scrapers.vacant_entry();
+                    if registry
+                        .register(&mut stream, token_of(entry.key()), Interest::READABLE)
+                        .is_ok()
+                    {
+                        new.push(entry.key());
+                        entry.insert(Scraper {
+                            stream,
+                            request: Vec::new(),
+                            reply: Vec::new(),
+                            written: 0,
+                        });
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return new,
+                Err(e) => {
+                    debug!("metrics accept failed: {e}");
+                    return new;
+                }
+            }
+        }
+    }
+
+    /// Reads the request, answers it with `body()` or 404, writes what the socket takes.
+    pub(crate) fn serve(&mut self, key: usize, body: impl FnOnce() -> String) -> Progress {
+        let Some(s) = self.scrapers.get_mut(key) else {
+            return Progress::Done;
+        };
+        if s.reply.is_empty() {
+            let mut buf = [0u8; 1024];
+            loop {
+                match s.stream.read(&mut buf) {
+                    Ok(0) => return self.drop_scraper(key),
+                    Ok(n) => s.request.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => return self.drop_scraper(key),
+                }
+                if s.request.len() > MAX_REQUEST {
+                    return self.drop_scraper(key);
+                }
+            }
+            if !s.request.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Progress::Waiting { writable: false };
+            }
+            let (status, content) = if s.request.starts_with(b"GET /metrics ") {
+                ("200 OK", body())
+            } else {
+                ("404 Not Found", "not found: try /metrics\n".to_string())
+            };
+            s.reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{content}",
+                content.len()
+            )
+            .into_bytes();
+        }
+        while s.written < s.reply.len() {
+            match s.stream.write(&s.reply[s.written..]) {
+                Ok(0) => return self.drop_scraper(key),
+                Ok(n) => s.written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    return Progress::Waiting { writable: true };
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return self.drop_scraper(key),
+            }
+        }
+        self.drop_scraper(key)
+    }
+
+    pub(crate) fn reregister(&mut self, registry: &Registry, key: usize, token: Token) {
+        if let Some(s) = self.scrapers.get_mut(key) {
+            let _ = registry.reregister(
+                &mut s.stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            );
+        }
+    }
+
+    pub(crate) fn drop_scraper(&mut self, key: usize) -> Progress {
+        self.scrapers.try_remove(key);
+        Progress::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let mut s = Stats {
+            messages_in: 3,
+            ..Stats::default()
+        };
+        s.closes.insert(1000, 2);
+        s.handshakes_failed.insert(404, 1);
+        let text = s.render(5, 1);
+        assert!(
+            text.contains("# TYPE wsloop_messages_in_total counter\nwsloop_messages_in_total 3\n")
+        );
+        assert!(text.contains("wsloop_closes_total{code=\"1000\"} 2\n"));
+        assert!(text.contains("wsloop_handshakes_failed_total{status=\"404\"} 1\n"));
+        assert!(text.contains("wsloop_open_connections 5\n"));
+        assert!(text.contains("wsloop_deadline_closes_total{kind=\"idle\"} 0\n"));
+    }
+}
