@@ -5,7 +5,9 @@
 use std::path::Path;
 
 fn replay(dir: &str, target: fn(&[u8])) -> usize {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions").join(dir);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/regressions")
+        .join(dir);
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).expect("regression corpus directory") {
         let path = entry.unwrap().path();
@@ -36,6 +38,7 @@ fn mutated_frames_do_not_panic() {
         seed ^= seed << 17;
         seed
     };
+    #[rustfmt::skip]
     let valid: &[u8] = &[
         0x81, 0x85, 1, 2, 3, 4, b'h' ^ 1, b'e' ^ 2, b'l' ^ 3, b'l' ^ 4, b'o' ^ 1, 0x89, 0x80, 0, 0, 0,
         0, 0x01, 0x82, 9, 9, 9, 9, 0x61, 0x62, 0x80, 0x81, 5, 5, 5, 5, 0x63, 0x88, 0x82, 0, 0,
