@@ -13,6 +13,15 @@ SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 BASE_PORT=${BASE_PORT:-19200}
 SERVERS=${SERVERS:-"wsloop rawecho tokio gorilla"}
+# PRIO=rt runs servers and load generators under SCHED_FIFO (chrt -f 10) so
+# that background jobs of other users on a shared machine cannot take the two
+# cores away from the measurement; PRIO=none (default) uses normal priority.
+PRIO=${PRIO:-none}
+case $PRIO in
+none) RUNPRE=() ;;
+rt) RUNPRE=(chrt -f 10) ;;
+*) echo "PRIO must be none or rt" >&2; exit 2 ;;
+esac
 # extra arguments for wsloop (e.g. WSLOOP_ARGS="--ping-interval 30s --idle-timeout 60s")
 WSLOOP_ARGS=${WSLOOP_ARGS:-}
 
@@ -84,10 +93,10 @@ start_server() {
     port=$(server_port "$name")
     local addr=127.0.0.1:$port
     case $name in
-    wsloop) taskset -c "$SERVER_CPU" "$WSLOOP_BIN" --listen "$addr" $WSLOOP_ARGS "$@" 2>"$logf" >/dev/null & ;;
-    rawecho) taskset -c "$SERVER_CPU" "$BIN/rawecho" --listen "$addr" 2>"$logf" >/dev/null & ;;
-    tokio) taskset -c "$SERVER_CPU" "$BIN/tokio-echo" --listen "$addr" 2>"$logf" >/dev/null & ;;
-    gorilla) env GOMAXPROCS=1 taskset -c "$SERVER_CPU" "$GORILLA_BIN" --listen "$addr" 2>"$logf" >/dev/null & ;;
+    wsloop) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$WSLOOP_BIN" --listen "$addr" $WSLOOP_ARGS "$@" 2>"$logf" >/dev/null & ;;
+    rawecho) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$BIN/rawecho" --listen "$addr" 2>"$logf" >/dev/null & ;;
+    tokio) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$BIN/tokio-echo" --listen "$addr" 2>"$logf" >/dev/null & ;;
+    gorilla) env GOMAXPROCS=1 "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$GORILLA_BIN" --listen "$addr" 2>"$logf" >/dev/null & ;;
     esac
     SERVER_PID=$!
     URL=ws://$addr/ws
@@ -127,13 +136,41 @@ nthreads() { awk '/^Threads:/ { print $2 }' "/proc/$1/status"; }
 # extract key=value from a RESULT/READY line
 kv() { tr ' ' '\n' <<<"$1" | awk -F= -v k="$2" '$1 == k { print $2 }'; }
 
-# wait_ready OUTFILE... : wait (max 300 s) until every file has a READY line
+# machine_busy_pct SECS: busy CPU of the whole machine (percent of one core)
+machine_busy_pct() {
+    local a b
+    a=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6; exit }' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu / { print $2+$3+$4+$7+$8+$9, $5+$6; exit }' /proc/stat)
+    awk -v a="$a" -v b="$b" -v s="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.0f", 100 * (y[1] - x[1]) / hz / s }'
+}
+
+# warn_if_busy: report what else is running before measuring
+warn_if_busy() {
+    local busy
+    busy=$(machine_busy_pct 2)
+    if [ "$busy" -gt 20 ]; then
+        log "WARNING: the machine is already ${busy}% busy (percent of one core) before the benchmark:"
+        ps -eo pid,ni,pcpu,comm --sort=-pcpu | head -n 4 >&2
+        log "results will be disturbed; PRIO=rt shields the measurement (see BENCHMARKS.md)"
+    fi
+    echo "$busy"
+}
+
+# wait_ready OUTFILE... : wait (max 300 s) until every file has a READY line;
+# gives up early when a process listed in READY_PIDS exited without one
+READY_PIDS=()
 wait_ready() {
-    local t f ok
+    local t f ok p
     for t in $(seq 1 3000); do
         ok=1
         for f in "$@"; do grep -q '^READY' "$f" 2>/dev/null || ok=0; done
         [ $ok = 1 ] && return 0
+        for p in "${READY_PIDS[@]}"; do
+            if ! kill -0 "$p" 2>/dev/null; then
+                for f in "$@"; do grep -q '^READY' "$f" 2>/dev/null || { log "a load generator exited before READY"; return 1; }; done
+            fi
+        done
         sleep 0.1
     done
     return 1

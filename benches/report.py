@@ -96,8 +96,8 @@ def main(path):
         }[sc]
         print(f"### {title}\n")
         print("| server | msgs/s (median) | min-max | MiB/s | vs rawecho | vs tokio | p50 us | p99 us | p99.9 us "
-              "| client CPU % | server CPU % | server CPU us/msg | runs | problems |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+              "| client CPU % | server CPU % | server CPU us/msg | other CPU % | runs | problems |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         raw = med(d.get("rawecho", []), "msgs_per_s")
         tok = med(d.get("tokio", []), "msgs_per_s")
         for s in servers_all:
@@ -110,15 +110,16 @@ def main(path):
                   f"| {fmt(med(runs, 'mib_per_s'), 1)} | {ratio(m, raw)} | {ratio(m, tok)} "
                   f"| {fmt(med(runs, 'p50_us'))} | {fmt(med(runs, 'p99_us'))} | {fmt(med(runs, 'p999_us'))} "
                   f"| {fmt(med(runs, 'client_cpu_pct'))} | {fmt(med(runs, 'server_cpu_pct'))} "
-                  f"| {fmt(med(runs, 'server_cpu_us_per_msg'), 3)} | {len(runs)} | {problems(runs)} |")
+                  f"| {fmt(med(runs, 'server_cpu_us_per_msg'), 3)} | {fmt(med(runs, 'other_cpu_pct'))} "
+                  f"| {len(runs)} | {problems(runs)} |")
         print()
 
     if "connect" in data:
         d = data["connect"]
         print("### connect: 64 sessions at a time (connect, upgrade, one 32-byte echo, Close 1000)\n")
         print("| server | sessions/s (median) | min-max | vs rawecho | vs tokio | p50 us | p99 us "
-              "| client CPU % | server CPU % | server CPU us/session | runs | problems |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+              "| client CPU % | server CPU % | server CPU us/session | other CPU % | runs | problems |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
         raw = med(d.get("rawecho", []), "sessions_per_s")
         tok = med(d.get("tokio", []), "sessions_per_s")
         for s in servers_all:
@@ -130,7 +131,8 @@ def main(path):
             print(f"| {LABEL[s]} | {fmt(m)} | {fmt(r[0]) if r else 'n/a'}-{fmt(r[1]) if r else 'n/a'} "
                   f"| {ratio(m, raw)} | {ratio(m, tok)} | {fmt(med(runs, 'p50_us'))} | {fmt(med(runs, 'p99_us'))} "
                   f"| {fmt(med(runs, 'client_cpu_pct'))} | {fmt(med(runs, 'server_cpu_pct'))} "
-                  f"| {fmt(med(runs, 'server_cpu_us_per_session'), 1)} | {len(runs)} | {problems(runs)} |")
+                  f"| {fmt(med(runs, 'server_cpu_us_per_session'), 1)} | {fmt(med(runs, 'other_cpu_pct'))} "
+                  f"| {len(runs)} | {problems(runs)} |")
         print()
 
     if "idle" in data:
@@ -158,7 +160,9 @@ def main(path):
         print()
     print("Medians over rounds; each run used a freshly started server. Ratios are median/median "
           "(for memory, lower is better). Client CPU near 100% means the load generator, not the "
-          "server, limited that run.")
+          "server, limited that run. Other CPU % is the rest of the machine's busy time "
+          "during the window (percent of one core; other users' builds, softirq work not charged to "
+          "either process): a high value means the run was disturbed.")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@
 #   SERVERS ["wsloop rawecho tokio gorilla"]
 #   IDLE_CONNS [10000]  idle connections in the "idle" scenario
 #   WSLOOP_ARGS []      extra wsloop arguments
+#   PRIO [none]         "rt": run servers and loadgen under SCHED_FIFO (chrt),
+#                       for a machine shared with other CPU-heavy jobs
 #   OUT [benches/results/run-DATE]  where raw results and logs go
 # Small = 32-byte messages, 64 connections x 16 in flight; large = 1 MiB
 # binary, 8 connections x 2 in flight; connect = 64 sessions at a time
@@ -41,12 +43,14 @@ build_all
 [ -n "$AVAILABLE" ] || { log "no server available"; exit 1; }
 log "servers: $AVAILABLE; scenarios: $SCENARIOS; rounds: $ROUNDS; duration: ${DURATION}s (+${WARMUP}s warm-up)"
 log "results in $OUT"
+BUSY_BEFORE=$(warn_if_busy)
 
 {
     echo "# date: $(date -Is)"
     echo "# nproc: $(nproc); kernel: $(uname -r)"
     echo "# cpu: $(lscpu | awk -F: '/Model name/ { gsub(/^ +/, "", $2); print $2; exit }')"
-    echo "# rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS servers=$AVAILABLE"
+    echo "# rounds=$ROUNDS duration=$DURATION warmup=$WARMUP idle_conns=$IDLE_CONNS servers=$AVAILABLE prio=$PRIO"
+    echo "# machine busy before the run: ${BUSY_BEFORE}% of one core"
     echo "# wsloop: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo 'no commit') $(cd "$ROOT" && git status --porcelain src Cargo.toml 2>/dev/null | grep -q . && echo '(dirty tree)')"
 } >>"$RESULTS"
 
@@ -68,7 +72,7 @@ run_one() { # scenario server round
         echo "$sc $name $round RESULT error=server_start_failed" >>"$RESULTS"
         return
     fi
-    local lg=(taskset -c "$CLIENT_CPU" "$LOADGEN")
+    local lg=("${RUNPRE[@]}" taskset -c "$CLIENT_CPU" "$LOADGEN")
     local line rc=0
     case $sc in
     small)
@@ -95,6 +99,7 @@ run_one() { # scenario server round
             --sources 127.0.0.2,127.0.0.3,127.0.0.4,127.0.0.5 \
             >"$OUT/$tag.out" 2>"$OUT/$tag.err" &
         local lpid=$!
+        READY_PIDS=("$lpid")
         if wait_ready "$OUT/$tag.out"; then
             sleep 1
             rss1=$(rss_kb "$SERVER_PID")

@@ -41,7 +41,11 @@ impl Args {
             }
             i += 1;
         }
-        Args { positional, map, used: Default::default() }
+        Args {
+            positional,
+            map,
+            used: Default::default(),
+        }
     }
 
     pub fn get(&self, k: &str) -> Option<&str> {
@@ -56,7 +60,10 @@ impl Args {
     pub fn num<T: std::str::FromStr>(&self, k: &str, default: T) -> T {
         match self.get(k) {
             None => default,
-            Some(s) => s.replace('_', "").parse().unwrap_or_else(|_| die(&format!("bad value for --{k}: {s}"))),
+            Some(s) => s
+                .replace('_', "")
+                .parse()
+                .unwrap_or_else(|_| die(&format!("bad value for --{k}: {s}"))),
         }
     }
 
@@ -100,7 +107,7 @@ pub fn parse_dur(s: &str) -> Option<Duration> {
         (s, 1.0)
     };
     let v: f64 = num.parse().ok()?;
-    if !(v >= 0.0) {
+    if v.is_nan() || v < 0.0 {
         return None;
     }
     Some(Duration::from_secs_f64(v * mul))
@@ -114,7 +121,9 @@ pub struct WsUrl {
 }
 
 pub fn parse_ws_url(url: &str) -> WsUrl {
-    let rest = url.strip_prefix("ws://").unwrap_or_else(|| die("--url must start with ws://"));
+    let rest = url
+        .strip_prefix("ws://")
+        .unwrap_or_else(|| die("--url must start with ws://"));
     let (hostport, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -127,7 +136,11 @@ pub fn parse_ws_url(url: &str) -> WsUrl {
     if !is_loopback(addr.ip()) {
         die("refusing non-loopback target: load is only ever sent to 127.0.0.0/8 or ::1");
     }
-    WsUrl { addr, host_header: hostport.to_string(), path: path.to_string() }
+    WsUrl {
+        addr,
+        host_header: hostport.to_string(),
+        path: path.to_string(),
+    }
 }
 
 pub fn is_loopback(ip: IpAddr) -> bool {
@@ -151,7 +164,12 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
     for chunk in msg.chunks(64) {
         let mut w = [0u32; 80];
         for i in 0..16 {
-            w[i] = u32::from_be_bytes([chunk[4 * i], chunk[4 * i + 1], chunk[4 * i + 2], chunk[4 * i + 3]]);
+            w[i] = u32::from_be_bytes([
+                chunk[4 * i],
+                chunk[4 * i + 1],
+                chunk[4 * i + 2],
+                chunk[4 * i + 3],
+            ]);
         }
         for i in 16..80 {
             w[i] = (w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16]).rotate_left(1);
@@ -164,7 +182,12 @@ pub fn sha1(data: &[u8]) -> [u8; 20] {
                 40..=59 => ((b & c) | (b & d) | (c & d), 0x8F1BBCDC),
                 _ => (b ^ c ^ d, 0xCA62C1D6),
             };
-            let t = a.rotate_left(5).wrapping_add(f).wrapping_add(e).wrapping_add(k).wrapping_add(*wi);
+            let t = a
+                .rotate_left(5)
+                .wrapping_add(f)
+                .wrapping_add(e)
+                .wrapping_add(k)
+                .wrapping_add(*wi);
             e = d;
             d = c;
             c = b.rotate_left(30);
@@ -192,8 +215,16 @@ pub fn base64(data: &[u8]) -> String {
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         s.push(T[(n >> 18) as usize & 63] as char);
         s.push(T[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }
@@ -229,7 +260,12 @@ impl Default for Hist {
 
 impl Hist {
     pub fn new() -> Hist {
-        Hist { counts: vec![0; NBUCKETS], total: 0, max: 0, sum: 0 }
+        Hist {
+            counts: vec![0; NBUCKETS],
+            total: 0,
+            max: 0,
+            sum: 0,
+        }
     }
 
     fn index(v: u64) -> usize {
@@ -290,7 +326,11 @@ impl Hist {
     }
 
     pub fn mean(&self) -> u64 {
-        if self.total == 0 { 0 } else { (self.sum / self.total as u128) as u64 }
+        if self.total == 0 {
+            0
+        } else {
+            (self.sum / self.total as u128) as u64
+        }
     }
 }
 
@@ -332,6 +372,24 @@ pub fn proc_cpu_ticks(pid: u32) -> Option<u64> {
     Some(ut + st)
 }
 
+/// Busy ticks of the whole machine (all CPUs; total minus idle and iowait),
+/// from the first line of /proc/stat.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 5 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest is in user)
+    let total: u64 = v.iter().take(8).sum();
+    Some(total - v[3] - v[4])
+}
+
 pub fn clk_tck() -> u64 {
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if t > 0 { t as u64 } else { 100 }
@@ -343,7 +401,10 @@ mod tests {
 
     #[test]
     fn accept_key_rfc_example() {
-        assert_eq!(ws_accept("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            ws_accept("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]

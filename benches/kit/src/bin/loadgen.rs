@@ -10,6 +10,7 @@
 //!           [--max-connecting 512] [--setup-timeout 120s]
 //!   echo    --connections C --inflight W --size S --duration DUR [--warmup DUR]
 //!   connect --concurrency K --duration DUR [--warmup DUR] [--sources ...]
+//!           [--session-timeout 5s] [--max-sessions 5000000]
 //! Common: [--server-pid PID] (server CPU from /proc/PID/stat over the
 //! measured window), [--quiet].
 //!
@@ -70,9 +71,19 @@ impl Gen {
             x ^= x << 17;
             *b = (x >> 24) as u8;
         }
-        let mpat: Vec<u8> = pat.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]).collect();
+        let mpat: Vec<u8> = pat
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ MASK[i % 4])
+            .collect();
         let flen = hdr.len() + size;
-        Gen { size, hdr, flen, pat, mpat }
+        Gen {
+            size,
+            hdr,
+            flen,
+            pat,
+            mpat,
+        }
     }
 
     #[inline]
@@ -248,7 +259,12 @@ struct Stats {
 
 impl Stats {
     fn failed(&self) -> u64 {
-        self.fail_connect + self.fail_handshake + self.fail_protocol + self.fail_verify + self.fail_io + self.fail_timeout
+        self.fail_connect
+            + self.fail_handshake
+            + self.fail_protocol
+            + self.fail_verify
+            + self.fail_io
+            + self.fail_timeout
     }
     fn count(&mut self, f: Fail) {
         match f {
@@ -299,7 +315,14 @@ fn new_conn(sock: TcpStream, sh: &Shared) -> Conn {
         seq_enq: 0,
         seq_sent: 0,
         frame_pos: 0,
-        ts: vec![0; if sh.mode == Mode::Echo { sh.inflight } else { 1 }],
+        ts: vec![
+            0;
+            if sh.mode == Mode::Echo {
+                sh.inflight
+            } else {
+                1
+            }
+        ],
         hs: Vec::new(),
         seq_recv: 0,
         hdr: [0; 14],
@@ -407,7 +430,7 @@ fn parse_header(c: &mut Conn, h: &[u8], sh: &mut Shared) -> Result<(), Fail> {
     c.f_moff = 0;
     c.in_payload = true;
     match op {
-        0x8 | 0x9 | 0xA => {
+        0x8..=0xA => {
             if !fin || len > 125 {
                 return Err(Fail::Protocol);
             }
@@ -424,7 +447,11 @@ fn parse_header(c: &mut Conn, h: &[u8], sh: &mut Shared) -> Result<(), Fail> {
             }
             if op != 0x2 || c.seq_recv >= c.seq_enq || c.got_close {
                 // text instead of binary, or a message we never sent
-                report_verify(sh, c, "unexpected data message (wrong opcode or unsolicited)");
+                report_verify(
+                    sh,
+                    c,
+                    "unexpected data message (wrong opcode or unsolicited)",
+                );
                 return Err(Fail::Verify);
             }
             c.in_msg = true;
@@ -464,7 +491,11 @@ fn end_frame(c: &mut Conn, sh: &mut Shared) -> Result<(), Fail> {
             c.got_close = true;
             if !c.sent_close {
                 // echo the status code back, as RFC 6455 5.5.1 suggests
-                let code = if c.ctl.len() >= 2 { [c.ctl[0], c.ctl[1]] } else { 1000u16.to_be_bytes() };
+                let code = if c.ctl.len() >= 2 {
+                    [c.ctl[0], c.ctl[1]]
+                } else {
+                    1000u16.to_be_bytes()
+                };
                 control_frame(0x8, &code, &mut c.out);
                 c.sent_close = true;
             }
@@ -490,17 +521,26 @@ fn process(c: &mut Conn, data: &mut [u8], sh: &mut Shared) -> Result<(), Fail> {
     if c.st == St::Handshake {
         c.hs.extend_from_slice(data);
         let Some(end) = c.hs.windows(4).position(|w| w == b"\r\n\r\n") else {
-            return if c.hs.len() > 8192 { Err(Fail::Handshake) } else { Ok(()) };
+            return if c.hs.len() > 8192 {
+                Err(Fail::Handshake)
+            } else {
+                Ok(())
+            };
         };
         let head = String::from_utf8_lossy(&c.hs[..end]).to_ascii_lowercase();
         let ok_status = head.starts_with("http/1.1 101");
         let ok_accept = head
             .split("\r\n")
             .filter_map(|l| l.split_once(':'))
-            .any(|(k, v)| k.trim() == "sec-websocket-accept" && v.trim() == WS_ACCEPT.to_ascii_lowercase());
+            .any(|(k, v)| {
+                k.trim() == "sec-websocket-accept" && v.trim() == WS_ACCEPT.to_ascii_lowercase()
+            });
         if !ok_status || !ok_accept {
             if !sh.quiet && sh.stats.fail_handshake < 3 {
-                eprintln!("loadgen: bad handshake response: {:?}", String::from_utf8_lossy(&c.hs[..end]));
+                eprintln!(
+                    "loadgen: bad handshake response: {:?}",
+                    String::from_utf8_lossy(&c.hs[..end])
+                );
             }
             return Err(Fail::Handshake);
         }
@@ -701,7 +741,11 @@ fn drive(c: &mut Conn, sh: &mut Shared, ev_err: bool) -> Outcome {
         Outcome::Keep => {}
         Outcome::Eof => {
             let _ = flush(c, sh);
-            return if c.st == St::Open { Outcome::Eof } else { Outcome::Failed(Fail::Handshake) };
+            return if c.st == St::Open {
+                Outcome::Eof
+            } else {
+                Outcome::Failed(Fail::Handshake)
+            };
         }
         f => return f,
     }
@@ -742,7 +786,9 @@ fn open_socket(target: SocketAddr, src: Option<IpAddr>) -> std::io::Result<TcpSt
     }
     match s.connect(&target.into()) {
         Ok(()) => {}
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == ErrorKind::WouldBlock => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == ErrorKind::WouldBlock => {
+        }
         Err(e) => return Err(e),
     }
     Ok(TcpStream::from_std(s.into()))
@@ -779,7 +825,12 @@ impl Client {
             Ok(mut sock) => {
                 let e = self.conns.vacant_entry();
                 let tok = Token(e.key());
-                if self.poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE).is_err() {
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)
+                    .is_err()
+                {
                     self.sh.stats.count(Fail::Connect);
                     return false;
                 }
@@ -796,24 +847,27 @@ impl Client {
         }
     }
 
+    /// Take a connection out of the slab. No explicit deregister: closing
+    /// the socket (when the Conn is dropped) removes it from the epoll set,
+    /// which saves one epoll_ctl per session in the connect scenario.
     fn remove(&mut self, key: usize) -> Conn {
-        let mut c = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut c.sock);
-        c
+        self.conns.remove(key)
     }
 
     /// Poll once (timeout capped) and dispatch events. Returns finished
     /// connections with their outcome to the mode's handler.
     fn turn(&mut self, events: &mut Events, timeout: Duration, done: &mut Vec<(Conn, Outcome)>) {
-        if let Err(e) = self.poll.poll(events, Some(timeout)) {
-            if e.kind() != ErrorKind::Interrupted {
-                die(&format!("poll: {e}"));
-            }
+        if let Err(e) = self.poll.poll(events, Some(timeout))
+            && e.kind() != ErrorKind::Interrupted
+        {
+            die(&format!("poll: {e}"));
         }
         self.sh.now = self.now_ns();
         for ev in events.iter() {
             let key = ev.token().0;
-            let Some(c) = self.conns.get_mut(key) else { continue };
+            let Some(c) = self.conns.get_mut(key) else {
+                continue;
+            };
             let o = drive(c, &mut self.sh, ev.is_error());
             if !matches!(o, Outcome::Keep) {
                 let c = self.remove(key);
@@ -831,17 +885,24 @@ fn main() {
         Some("idle") => Mode::Idle,
         Some("echo") => Mode::Echo,
         Some("connect") => Mode::Connect,
-        _ => die("usage: loadgen idle|echo|connect --url ws://127.0.0.1:PORT/ws [options] (see source header)"),
+        _ => die(
+            "usage: loadgen idle|echo|connect --url ws://127.0.0.1:PORT/ws [options] (see source header)",
+        ),
     };
     let url = parse_ws_url(args.get("url").unwrap_or_else(|| die("--url is required")));
     let quiet = args.has("quiet");
-    let server_pid: Option<u32> = args.get("server-pid").map(|s| s.parse().unwrap_or_else(|_| die("bad --server-pid")));
+    let server_pid: Option<u32> = args
+        .get("server-pid")
+        .map(|s| s.parse().unwrap_or_else(|_| die("bad --server-pid")));
     let sources: Vec<IpAddr> = match args.get("sources") {
         None | Some("") => Vec::new(),
         Some(s) => s
             .split(',')
             .map(|a| {
-                let ip: IpAddr = a.trim().parse().unwrap_or_else(|_| die(&format!("bad source address {a}")));
+                let ip: IpAddr = a
+                    .trim()
+                    .parse()
+                    .unwrap_or_else(|_| die(&format!("bad source address {a}")));
                 if !is_loopback(ip) {
                     die("source addresses must be loopback");
                 }
@@ -852,7 +913,10 @@ fn main() {
     let nofile = raise_nofile();
 
     let (size, inflight) = match mode {
-        Mode::Echo => (args.num("size", 32usize), args.num("inflight", 1usize).max(1)),
+        Mode::Echo => (
+            args.num("size", 32usize),
+            args.num("inflight", 1usize).max(1),
+        ),
         Mode::Idle => (args.num("echo-first", 0usize), 1),
         Mode::Connect => (32, 1),
     };
@@ -897,22 +961,53 @@ struct Window {
     t0: Instant,
     cpu0: Duration,
     srv0: Option<u64>,
+    mach0: Option<u64>,
+}
+
+/// Measured-window figures: seconds, client CPU %, server CPU seconds, and
+/// the CPU % (of one core) used by everything else on the machine.
+struct WinResult {
+    secs: f64,
+    client_pct: f64,
+    server_cpu: Option<f64>,
+    other_pct: Option<f64>,
 }
 
 impl Window {
     fn open(server_pid: Option<u32>) -> Window {
-        Window { t0: Instant::now(), cpu0: self_cpu(), srv0: server_pid.and_then(proc_cpu_ticks) }
+        Window {
+            t0: Instant::now(),
+            cpu0: self_cpu(),
+            srv0: server_pid.and_then(proc_cpu_ticks),
+            mach0: machine_busy_ticks(),
+        }
     }
-    /// (seconds, client cpu %, server cpu seconds)
-    fn close(&self, server_pid: Option<u32>) -> (f64, f64, Option<f64>) {
+    fn close(&self, server_pid: Option<u32>) -> WinResult {
         let secs = self.t0.elapsed().as_secs_f64();
         let cpu = (self_cpu() - self.cpu0).as_secs_f64();
-        let srv = match (self.srv0, server_pid.and_then(proc_cpu_ticks)) {
-            (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / clk_tck() as f64),
+        let tck = clk_tck() as f64;
+        let server_cpu = match (self.srv0, server_pid.and_then(proc_cpu_ticks)) {
+            (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / tck),
             _ => None,
         };
-        (secs, 100.0 * cpu / secs, srv)
+        let other_pct = match (self.mach0, machine_busy_ticks()) {
+            (Some(a), Some(b)) => {
+                let mach = b.saturating_sub(a) as f64 / tck;
+                Some((100.0 * (mach - cpu - server_cpu.unwrap_or(0.0)) / secs).max(0.0))
+            }
+            _ => None,
+        };
+        WinResult {
+            secs,
+            client_pct: 100.0 * cpu / secs,
+            server_cpu,
+            other_pct,
+        }
     }
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "na".into())
 }
 
 fn fmt_us(ns: u64) -> String {
@@ -976,7 +1071,10 @@ fn run_echo(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
             win = Some(Window::open(server_pid));
         }
         if result.is_none() && el >= warmup + duration {
-            result = Some(win.as_ref().unwrap().close(server_pid));
+            result = Some(
+                win.get_or_insert_with(|| Window::open(server_pid))
+                    .close(server_pid),
+            );
             cl.sh.measuring = false;
             cl.sh.sending = false;
             drain_start = Some(Instant::now());
@@ -999,14 +1097,24 @@ fn run_echo(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
         }
     }
     let lost: u64 = cl.conns.iter().map(|(_, c)| c.seq_enq - c.seq_recv).sum();
-    let (secs, ccpu, scpu) = result.unwrap_or((0.0, 0.0, None));
+    let wr = result.unwrap_or(WinResult {
+        secs: 0.0,
+        client_pct: 0.0,
+        server_cpu: None,
+        other_pct: None,
+    });
+    let (secs, ccpu, scpu) = (wr.secs, wr.client_pct, wr.server_cpu);
+    let other = fmt_opt(wr.other_pct);
     let s = &cl.sh.stats;
     let msgs = s.win_msgs;
     let rate = msgs as f64 / secs.max(1e-9);
     let mib = rate * size as f64 / (1024.0 * 1024.0);
     let h = &cl.sh.hist;
     let (srv_pct, srv_us) = match scpu {
-        Some(c) => (format!("{:.1}", 100.0 * c / secs), format!("{:.3}", if msgs > 0 { c * 1e6 / msgs as f64 } else { 0.0 })),
+        Some(c) => (
+            format!("{:.1}", 100.0 * c / secs),
+            format!("{:.3}", if msgs > 0 { c * 1e6 / msgs as f64 } else { 0.0 }),
+        ),
         None => ("na".into(), "na".into()),
     };
     if !cl.sh.quiet {
@@ -1020,7 +1128,7 @@ fn run_echo(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
         );
     }
     println!(
-        "RESULT mode=echo connections={conns} established={established} inflight={} size={size} secs={secs:.3} msgs={msgs} msgs_per_s={rate:.0} mib_per_s={mib:.2} p50_us={} p99_us={} p999_us={} max_us={} mean_us={} client_cpu_pct={ccpu:.1} server_cpu_pct={srv_pct} server_cpu_us_per_msg={srv_us} closed_by_server={} undelivered={lost} {}",
+        "RESULT mode=echo connections={conns} established={established} inflight={} size={size} secs={secs:.3} msgs={msgs} msgs_per_s={rate:.0} mib_per_s={mib:.2} p50_us={} p99_us={} p999_us={} max_us={} mean_us={} client_cpu_pct={ccpu:.1} server_cpu_pct={srv_pct} server_cpu_us_per_msg={srv_us} other_cpu_pct={other} closed_by_server={} undelivered={lost} {}",
         cl.sh.inflight,
         fmt_us(h.quantile(0.5)),
         fmt_us(h.quantile(0.99)),
@@ -1041,7 +1149,9 @@ fn run_idle(cl: &mut Client, args: &Args, nofile: u64) {
     let setup_timeout = args.dur("setup-timeout", Duration::from_secs(120));
     args.finish();
     if n + 16 > nofile {
-        die(&format!("--connections {n} needs more file descriptors than RLIMIT_NOFILE {nofile}; use several processes"));
+        die(&format!(
+            "--connections {n} needs more file descriptors than RLIMIT_NOFILE {nofile}; use several processes"
+        ));
     }
     let mut events = Events::with_capacity(1024);
     let mut done = Vec::new();
@@ -1080,12 +1190,21 @@ fn run_idle(cl: &mut Client, args: &Args, nofile: u64) {
             let timed_out = t0.elapsed() > setup_timeout;
             if !cl.sh.quiet && last_progress.elapsed() > Duration::from_secs(2) {
                 last_progress = Instant::now();
-                eprintln!("loadgen idle: {} established, {} failed of {n}", cl.sh.stats.established, cl.sh.stats.failed());
+                eprintln!(
+                    "loadgen idle: {} established, {} failed of {n}",
+                    cl.sh.stats.established,
+                    cl.sh.stats.failed()
+                );
             }
             if (accounted >= n && cl.setting_up == 0) || timed_out {
                 if timed_out {
                     // give up on the stragglers
-                    let keys: Vec<usize> = cl.conns.iter().filter(|(_, c)| !c.ready).map(|(k, _)| k).collect();
+                    let keys: Vec<usize> = cl
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| !c.ready)
+                        .map(|(k, _)| k)
+                        .collect();
                     for k in keys {
                         cl.remove(k);
                         cl.sh.stats.count(Fail::Timeout);
@@ -1102,12 +1221,14 @@ fn run_idle(cl: &mut Client, args: &Args, nofile: u64) {
                 use std::io::Write as _;
                 let _ = std::io::stdout().flush();
             }
-        } else if ready_at.unwrap().elapsed() >= hold {
+        } else if ready_at.is_some_and(|r| r.elapsed() >= hold) {
             break;
         }
     }
     let setup_secs = ready_at.map(|r| (r - t0).as_secs_f64()).unwrap_or(0.0);
-    let hold_cpu = hold_cpu.map(|c| (self_cpu() - c).as_secs_f64()).unwrap_or(0.0);
+    let hold_cpu = hold_cpu
+        .map(|c| (self_cpu() - c).as_secs_f64())
+        .unwrap_or(0.0);
     let s = &cl.sh.stats;
     println!(
         "RESULT mode=idle connections={n} established={} closed_by_server={} still_open={} pings={} setup_secs={setup_secs:.2} hold_secs={:.1} client_hold_cpu_s={hold_cpu:.3} {}",
@@ -1128,6 +1249,7 @@ fn run_connect(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
     let duration = args.dur("duration", Duration::from_secs(5));
     let warmup = args.dur("warmup", Duration::from_secs(0));
     let session_timeout = args.dur("session-timeout", Duration::from_secs(5));
+    let max_sessions: u64 = args.num("max-sessions", 5_000_000);
     args.finish();
     let mut events = Events::with_capacity(1024);
     let mut done = Vec::new();
@@ -1143,8 +1265,11 @@ fn run_connect(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
             cl.sh.hist.clear();
             win = Some(Window::open(server_pid));
         }
-        if result.is_none() && el >= warmup + duration {
-            result = Some(win.as_ref().unwrap().close(server_pid));
+        if result.is_none() && (el >= warmup + duration || cl.started >= max_sessions) {
+            result = Some(
+                win.get_or_insert_with(|| Window::open(server_pid))
+                    .close(server_pid),
+            );
             cl.sh.measuring = false;
             cl.sh.sending = false;
             drain_start = Some(Instant::now());
@@ -1177,7 +1302,12 @@ fn run_connect(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
             last_timeout_scan = Instant::now();
             let now = cl.now_ns();
             let lim = session_timeout.as_nanos() as u64;
-            let stale: Vec<usize> = cl.conns.iter().filter(|(_, c)| now - c.born > lim).map(|(k, _)| k).collect();
+            let stale: Vec<usize> = cl
+                .conns
+                .iter()
+                .filter(|(_, c)| now - c.born > lim)
+                .map(|(k, _)| k)
+                .collect();
             for key in stale {
                 cl.remove(key);
                 cl.sh.stats.count(Fail::Timeout);
@@ -1185,14 +1315,28 @@ fn run_connect(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
         }
     }
     let unfinished = cl.conns.len();
-    let (secs, ccpu, scpu) = result.unwrap_or((0.0, 0.0, None));
+    let wr = result.unwrap_or(WinResult {
+        secs: 0.0,
+        client_pct: 0.0,
+        server_cpu: None,
+        other_pct: None,
+    });
+    let (secs, ccpu, scpu) = (wr.secs, wr.client_pct, wr.server_cpu);
+    let other = fmt_opt(wr.other_pct);
     let s = &cl.sh.stats;
     let rate = s.win_sessions as f64 / secs.max(1e-9);
     let h = &cl.sh.hist;
     let (srv_pct, srv_us) = match scpu {
         Some(c) => (
             format!("{:.1}", 100.0 * c / secs),
-            format!("{:.2}", if s.win_sessions > 0 { c * 1e6 / s.win_sessions as f64 } else { 0.0 }),
+            format!(
+                "{:.2}",
+                if s.win_sessions > 0 {
+                    c * 1e6 / s.win_sessions as f64
+                } else {
+                    0.0
+                }
+            ),
         ),
         None => ("na".into(), "na".into()),
     };
@@ -1206,7 +1350,7 @@ fn run_connect(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
         );
     }
     println!(
-        "RESULT mode=connect concurrency={k} secs={secs:.3} sessions={} sessions_per_s={rate:.0} p50_us={} p99_us={} p999_us={} client_cpu_pct={ccpu:.1} server_cpu_pct={srv_pct} server_cpu_us_per_session={srv_us} unfinished={unfinished} {}",
+        "RESULT mode=connect concurrency={k} secs={secs:.3} sessions={} sessions_per_s={rate:.0} p50_us={} p99_us={} p999_us={} client_cpu_pct={ccpu:.1} server_cpu_pct={srv_pct} server_cpu_us_per_session={srv_us} other_cpu_pct={other} unfinished={unfinished} {}",
         s.win_sessions,
         fmt_us(h.quantile(0.5)),
         fmt_us(h.quantile(0.99)),

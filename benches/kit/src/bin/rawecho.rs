@@ -32,8 +32,13 @@ fn main() {
     let addr = listen.parse().expect("bad --listen");
     let mut listener = TcpListener::bind(addr).expect("bind");
     let mut poll = Poll::new().unwrap();
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE).unwrap();
-    eprintln!("rawecho listening on ws://{}/ws", listener.local_addr().unwrap());
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .unwrap();
+    eprintln!(
+        "rawecho listening on ws://{}/ws",
+        listener.local_addr().unwrap()
+    );
     let mut events = Events::with_capacity(1024);
     let mut conns: Slab<Conn> = Slab::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -53,8 +58,18 @@ fn main() {
                             let _ = sock.set_nodelay(true);
                             let e = conns.vacant_entry();
                             let tok = Token(e.key());
-                            if poll.registry().register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE).is_ok() {
-                                e.insert(Conn { sock, handshaken: false, req: Vec::new(), pending: Vec::new(), pending_off: 0 });
+                            if poll
+                                .registry()
+                                .register(&mut sock, tok, Interest::READABLE | Interest::WRITABLE)
+                                .is_ok()
+                            {
+                                e.insert(Conn {
+                                    sock,
+                                    handshaken: false,
+                                    req: Vec::new(),
+                                    pending: Vec::new(),
+                                    pending_off: 0,
+                                });
                             }
                         }
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
@@ -67,7 +82,9 @@ fn main() {
                 continue;
             }
             let key = ev.token().0;
-            let Some(c) = conns.get_mut(key) else { continue };
+            let Some(c) = conns.get_mut(key) else {
+                continue;
+            };
             if !drive(c, &mut buf) {
                 let mut c = conns.remove(key);
                 let _ = poll.registry().deregister(&mut c.sock);
@@ -117,7 +134,9 @@ fn drive(c: &mut Conn, buf: &mut [u8]) -> bool {
                 }
                 continue;
             };
-            let Some(k) = header(&c.req[..end], "sec-websocket-key") else { return false };
+            let Some(k) = header(&c.req[..end], "sec-websocket-key") else {
+                return false;
+            };
             let accept = ws_accept(&k);
             resp = format!(
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -164,10 +183,10 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 fn header(req: &[u8], name: &str) -> Option<String> {
     let s = std::str::from_utf8(req).ok()?;
     for line in s.split("\r\n").skip(1) {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.trim().eq_ignore_ascii_case(name) {
-                return Some(v.trim().to_string());
-            }
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case(name)
+        {
+            return Some(v.trim().to_string());
         }
     }
     None

@@ -12,7 +12,9 @@ use wsloop_bench_kit::{Args, raise_nofile};
 
 async fn serve(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else { return };
+    let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
     let (write, read) = ws.split();
     let _ = read
         .try_filter(|m| future::ready(m.is_text() || m.is_binary()))
@@ -27,7 +29,10 @@ async fn main() {
     args.finish();
     raise_nofile();
     let listener = TcpListener::bind(&listen).await.expect("bind");
-    eprintln!("tokio-echo listening on ws://{}/ws", listener.local_addr().unwrap());
+    eprintln!(
+        "tokio-echo listening on ws://{}/ws",
+        listener.local_addr().unwrap()
+    );
     loop {
         match listener.accept().await {
             Ok((s, _)) => {
