@@ -224,11 +224,18 @@ impl<S: Transport> Conn<S> {
     }
 
     /// The socket is readable (or the loop revisits a connection that had more input).
-    pub(crate) fn on_readable<H: Handler>(&mut self, scratch: &mut [u8], env: &mut Env<H>) {
+    /// `to_end`: read until WouldBlock even after a short read, because no new readiness
+    /// edge may come (the peer already closed, or this is a revisit).
+    pub(crate) fn on_readable<H: Handler>(
+        &mut self,
+        scratch: &mut [u8],
+        env: &mut Env<H>,
+        to_end: bool,
+    ) {
         self.more_input = false;
         match self.phase {
             Phase::Handshake => self.read_request(scratch, env),
-            Phase::Open | Phase::Closing => self.read_frames(scratch, env),
+            Phase::Open | Phase::Closing => self.read_frames(scratch, env, to_end),
             Phase::Draining | Phase::Dead => {}
         }
     }
@@ -426,13 +433,17 @@ impl<S: Transport> Conn<S> {
                     if !rest.is_empty() && !self.ingest(&rest, env) {
                         return;
                     }
-                    return self.read_frames(scratch, env);
+                    return self.read_frames(scratch, env, true);
                 }
             }
         }
     }
 
-    fn read_frames<H: Handler>(&mut self, scratch: &mut [u8], env: &mut Env<H>) {
+    fn read_frames<H: Handler>(&mut self, scratch: &mut [u8], env: &mut Env<H>, to_end: bool) {
+        // A short read from a kernel socket took everything queued: reading again would
+        // only return WouldBlock, one syscall per batch for nothing (edge-triggered
+        // epoll reports whatever arrives later).
+        let stop_short = !to_end && self.stream.short_read_drains();
         let mut reads = 0;
         loop {
             if self.pending_output() > env.cfg.max_pending_output {
@@ -460,6 +471,9 @@ impl<S: Transport> Conn<S> {
             }
             if !self.ingest(&scratch[..n], env) {
                 return;
+            }
+            if stop_short && n < scratch.len() {
+                break;
             }
         }
         self.flush(env);

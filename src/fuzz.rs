@@ -107,7 +107,7 @@ fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
             stats: &mut stats,
         };
         conn.on_writable(&mut env);
-        conn.on_readable(&mut scratch, &mut env);
+        conn.on_readable(&mut scratch, &mut env, turn % 2 == 0);
         if turn % 64 == 63 {
             env.now = start + Duration::from_secs(u64::from(turn));
             conn.on_timer(&mut env);

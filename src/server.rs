@@ -174,12 +174,13 @@ impl<H: Handler> Server<H> {
         }
         let writable = event.is_writable() || event.is_write_closed() || event.is_error();
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let to_end = event.is_read_closed() || event.is_error();
         self.with_conn(key, now, |conn, scratch, env| {
             if writable {
                 conn.on_writable(env);
             }
             if readable {
-                conn.on_readable(scratch, env);
+                conn.on_readable(scratch, env, to_end);
             }
         });
         self.settle(registry, key);
@@ -216,7 +217,7 @@ impl<H: Handler> Server<H> {
         }
         for key in std::mem::take(&mut self.revisit) {
             self.with_conn(key, now, |conn, scratch, env| {
-                conn.on_readable(scratch, env)
+                conn.on_readable(scratch, env, true)
             });
             self.settle(registry, key);
         }

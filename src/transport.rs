@@ -24,6 +24,13 @@ pub(crate) trait Transport: Read + Write {
 
     /// Last words before the socket is dropped (a TLS close_notify).
     fn close(&mut self) {}
+
+    /// Whether a read that returned less than asked means nothing more is queued, so
+    /// the next readiness edge will report new data (true of a kernel socket; not of
+    /// TLS, which buffers decrypted data of its own).
+    fn short_read_drains(&self) -> bool {
+        true
+    }
 }
 
 impl Transport for TcpStream {}
@@ -217,6 +224,14 @@ impl Transport for Stream {
         #[cfg(feature = "tls")]
         if let Stream::Tls(s) = self {
             s.close();
+        }
+    }
+
+    fn short_read_drains(&self) -> bool {
+        match self {
+            #[cfg(feature = "tls")]
+            Stream::Tls(_) => false,
+            _ => true,
         }
     }
 }
