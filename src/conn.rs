@@ -20,7 +20,12 @@ use std::net::SocketAddr;
 use std::time::Instant;
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
-use tungstenite::{Error as WsError, Message};
+use tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+
+/// A partial frame grows by doubling until this much of it has arrived; then room for
+/// the rest is reserved at once (a client must send real data before its header's
+/// claim is trusted with memory).
+const RESERVE_AFTER: usize = 64 << 10;
 
 /// Reads of the scratch buffer one connection may do per readiness event before the
 /// loop serves the others (it comes back to this one on the next turn).
@@ -54,9 +59,6 @@ pub(crate) struct Busy {
     out_since: Option<Instant>,
     /// When Closing or Draining began.
     since: Instant,
-    /// A message larger than the write buffer went through tungstenite, whose buffer
-    /// keeps that capacity: such a context is dropped, not pooled.
-    big_write: bool,
 }
 
 impl Busy {
@@ -68,7 +70,6 @@ impl Busy {
             out: Outbuf::default(),
             out_since: None,
             since: now,
-            big_write: false,
         })
     }
 }
@@ -342,8 +343,7 @@ impl<S: Transport> Conn<S> {
         if busy.ws.as_ref().is_some_and(|ws| ws.can_write()) && !busy.scanner.message_open() {
             // A context that carried a frame larger than its read buffer, or a large
             // write, kept the grown buffers: drop it rather than pool it.
-            let grew = busy.scanner.take_largest_frame() > cfg.read_buffer as u64 || busy.big_write;
-            busy.big_write = false;
+            let grew = busy.scanner.take_largest_frame() > cfg.read_buffer as u64;
             if let Some(ws) = busy.ws.take()
                 && !grew
             {
@@ -488,7 +488,16 @@ impl<S: Transport> Conn<S> {
             Err(Rejected { complete, error }) => (complete, Some(error)),
         };
         let ok = if busy.partial.is_empty() {
-            let ok = complete == 0 || self.feed(&data[..complete], env);
+            let frames = &data[..complete];
+            let ok = if complete == 0 {
+                true
+            } else if let Some((opcode, header_len, mask)) = self.big_frame(frames, env.cfg) {
+                let mut payload = frames[header_len..].to_vec();
+                unmask(&mut payload, mask);
+                self.deliver_big(opcode, payload.into(), env)
+            } else {
+                self.feed(frames, env)
+            };
             if ok
                 && error.is_none()
                 && let Some(busy) = self.busy.as_deref_mut()
@@ -498,18 +507,25 @@ impl<S: Transport> Conn<S> {
             ok
         } else {
             let prev = busy.partial.len();
+            let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(0);
+            if prev + data.len() >= RESERVE_AFTER && complete == 0 {
+                busy.partial.reserve(data.len() + rest);
+            }
             busy.partial.extend_from_slice(data);
             if complete == 0 {
                 true
             } else {
                 let whole = prev + complete;
-                let mut region = std::mem::take(&mut busy.partial);
-                let ok = self.feed(&region[..whole], env);
-                region.drain(..whole);
-                if let Some(busy) = self.busy.as_deref_mut() {
-                    busy.partial = region;
+                let mut frames = std::mem::take(&mut busy.partial);
+                busy.partial = frames.split_off(whole);
+                if let Some((opcode, header_len, mask)) = self.big_frame(&frames, env.cfg) {
+                    // The frame was assembled here: its buffer becomes the message.
+                    unmask(&mut frames[header_len..], mask);
+                    let payload = Bytes::from(frames).slice(header_len..);
+                    self.deliver_big(opcode, payload, env)
+                } else {
+                    self.feed(&frames, env)
                 }
-                ok
             }
         };
         if !ok {
@@ -527,6 +543,43 @@ impl<S: Transport> Conn<S> {
                 false
             }
         }
+    }
+
+    /// `frames` is one big final data frame that tungstenite's state allows.
+    fn big_frame(&self, frames: &[u8], cfg: &Config) -> Option<(u8, usize, [u8; 4])> {
+        let ws_ready = self
+            .busy
+            .as_ref()
+            .is_some_and(|b| b.ws.as_ref().is_none_or(|ws| ws.can_read()));
+        big_frame(frames, cfg.read_buffer).filter(|_| ws_ready)
+    }
+
+    /// Hands a big message that skipped tungstenite to the handler; false when the
+    /// connection stopped being readable.
+    fn deliver_big<H: Handler>(&mut self, opcode: u8, payload: Bytes, env: &mut Env<H>) -> bool {
+        // The frame never reached the context, so its size says nothing of the
+        // context's buffers.
+        if let Some(busy) = self.busy.as_deref_mut() {
+            busy.scanner.take_largest_frame();
+        }
+        let msg = if opcode == 1 {
+            match Utf8Bytes::try_from(payload) {
+                Ok(text) => Message::Text(text),
+                Err(_) => {
+                    self.fail(env, 1007, "invalid UTF-8 in text message");
+                    return false;
+                }
+            }
+        } else {
+            Message::Binary(payload)
+        };
+        if self.opened {
+            env.stats.messages_in += 1;
+            env.stats.bytes_in += msg.len() as u64;
+            env.handler.on_message(env.ctx, env.id, msg);
+            self.apply_commands(env);
+        }
+        matches!(self.phase, Phase::Open | Phase::Closing)
     }
 
     /// Lets tungstenite read whole frames from `frames` and dispatches the messages;
@@ -564,7 +617,6 @@ impl<S: Transport> Conn<S> {
                                 &mut wire,
                                 cmd,
                                 env,
-                                &mut busy.big_write,
                                 &mut self.phase,
                                 &mut self.opened,
                                 self.peer,
@@ -664,7 +716,6 @@ impl<S: Transport> Conn<S> {
     /// Sends one message outside a read batch (ping, or a handler's send to us).
     fn send_now<H: Handler>(&mut self, env: &mut Env<H>, msg: Message) {
         let busy = self.busy.get_or_insert_with(|| env.take_busy());
-        busy.big_write |= msg.len() > env.cfg.write_buffer;
         count_out(env.stats, &msg);
         let ws = busy
             .ws
@@ -674,7 +725,7 @@ impl<S: Transport> Conn<S> {
             input: &[],
             out: &mut busy.out,
         };
-        match ws.write(&mut wire, msg) {
+        match send(ws, &mut wire, msg, env.cfg) {
             Ok(()) => self.flush(env),
             Err(WsError::Io(e)) => self.gone(env, &format!("write failed: {e}")),
             Err(e) => debug!("{}: message not sent: {e}", self.peer),
@@ -789,7 +840,6 @@ fn own_command<S: Transport, H>(
     wire: &mut Wire<S>,
     cmd: Command,
     env: &mut Env<H>,
-    big_write: &mut bool,
     phase: &mut Phase,
     opened: &mut bool,
     peer: SocketAddr,
@@ -799,9 +849,8 @@ where
 {
     match cmd {
         Command::Send(msg) => {
-            *big_write |= msg.len() > env.cfg.write_buffer;
             count_out(env.stats, &msg);
-            match ws.write(wire, msg) {
+            match send(ws, wire, msg, env.cfg) {
                 Ok(()) => None,
                 Err(WsError::Io(e)) => Some(End::Gone(format!("write failed: {e}"))),
                 Err(e) => {
@@ -849,6 +898,86 @@ fn notify<H: Handler>(
         if id != env.id {
             env.deferred.push((id, cmd));
         }
+    }
+}
+
+/// Writes a message. A data message larger than the write buffer skips tungstenite's
+/// buffer: after the context's queued output, its header and payload go straight to the
+/// wire (copied only if the socket refuses part of it), and the context's buffer does not
+/// grow to the message's size.
+fn send<S: Write>(
+    ws: &mut WebSocketContext,
+    wire: &mut Wire<S>,
+    msg: Message,
+    cfg: &Config,
+) -> tungstenite::Result<()> {
+    let (first, payload): (u8, &[u8]) = match &msg {
+        Message::Text(t) if t.len() > cfg.write_buffer => (0x81, t.as_bytes()),
+        Message::Binary(b) if b.len() > cfg.write_buffer => (0x82, b),
+        _ => return ws.write(wire, msg),
+    };
+    if !ws.can_write() {
+        return Err(WsError::Protocol(
+            tungstenite::error::ProtocolError::SendAfterClosing,
+        ));
+    }
+    ws.flush(wire)?;
+    let mut header = [first, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let len = payload.len();
+    let header_len = if len < 126 {
+        header[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    wire.write_all(&header[..header_len])?;
+    wire.write_all(payload)?;
+    Ok(())
+}
+
+/// A single, whole, final text or binary frame larger than `min` bytes: its opcode,
+/// header length and mask. Such a frame needs none of tungstenite's state, so it
+/// skips tungstenite's read buffer (a copy and a zero-fill of the payload).
+fn big_frame(region: &[u8], min: usize) -> Option<(u8, usize, [u8; 4])> {
+    let (&b0, &b1) = (region.first()?, region.get(1)?);
+    let (len, ext) = match b1 & 0x7f {
+        126 => (
+            u64::from(u16::from_be_bytes(region.get(2..4)?.try_into().ok()?)),
+            2,
+        ),
+        127 => (u64::from_be_bytes(region.get(2..10)?.try_into().ok()?), 8),
+        n => (u64::from(n), 0),
+    };
+    let header_len = 2 + ext + 4;
+    let opcode = b0 & 0x0f;
+    let whole = usize::try_from(len).ok()? == region.len().checked_sub(header_len)?;
+    let mask = region.get(2 + ext..header_len)?.try_into().ok()?;
+    (b0 & 0x80 != 0
+        && b1 & 0x80 != 0
+        && (opcode == 1 || opcode == 2)
+        && whole
+        && len as usize > min)
+        .then_some((opcode, header_len, mask))
+}
+
+/// Unmasks a payload in place, eight bytes at a time.
+fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) ^ wide;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i % 4];
     }
 }
 

@@ -141,6 +141,16 @@ impl FrameScanner {
         self.fragmented != OP_CONTINUATION
     }
 
+    /// Payload bytes of the frame in progress not seen yet (0 at a boundary or while its
+    /// header is still arriving).
+    pub fn frame_remaining(&self) -> u64 {
+        if self.header_left == 0 {
+            self.remaining
+        } else {
+            0
+        }
+    }
+
     /// True when the scanner is at a frame boundary (no partial frame pending),
     /// regardless of fragmentation.
     pub fn at_frame_boundary(&self) -> bool {

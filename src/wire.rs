@@ -24,8 +24,10 @@ impl Outbuf {
     }
 
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        if self.head > 0 && self.head == self.buf.len() {
-            self.buf.clear();
+        // Reclaim the sent prefix only when it is the larger part: each byte moves at
+        // most once on average, however the socket slices the writes.
+        if self.head > 0 && self.head >= self.buf.len() - self.head {
+            self.buf.drain(..self.head);
             self.head = 0;
         }
         self.buf.extend_from_slice(bytes);
@@ -50,11 +52,6 @@ impl Outbuf {
             }
             Ok(true)
         } else {
-            // Move the unsent tail down once it is the minority, so the buffer does not creep.
-            if self.head > self.buf.len() / 2 {
-                self.buf.drain(..self.head);
-                self.head = 0;
-            }
             Ok(false)
         }
     }

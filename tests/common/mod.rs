@@ -44,13 +44,14 @@ impl Server {
                     .split("listening on ws://")
                     .nth(1)
                     .or_else(|| line.split("listening on wss://").nth(1));
-                if let Some(rest) = rest
+                let url = rest.map(|r| r.split_whitespace().next().unwrap_or("").to_string());
+                // Logged before the start is reported, so `logged` sees the line.
+                sink.lock().unwrap().push(line);
+                if let Some(url) = url
                     && let Some(tx) = tx.take()
                 {
-                    let url = rest.split_whitespace().next().unwrap_or("").to_string();
                     let _ = tx.send(url);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let url = rx
