@@ -88,7 +88,7 @@ fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
     };
     let start = Instant::now();
     let peer = ([127, 0, 0, 1], 9).into();
-    let mut conn = Conn::new(stream, peer, start, false);
+    let mut conn = Conn::new(stream, peer, start, start, false);
     let mut pool = Pool::new(4);
     let mut handler = Echo;
     let mut ctx = Ctx::default();
@@ -103,6 +103,7 @@ fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
             ctx: &mut ctx,
             deferred: &mut deferred,
             now: start + Duration::from_millis(u64::from(turn)),
+            epoch: start,
             id: ConnId(0),
             stats: &mut stats,
         };

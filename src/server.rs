@@ -54,6 +54,8 @@ pub struct Server<H> {
     expired: Vec<usize>,
     stats: Stats,
     metrics: Option<Endpoint>,
+    /// Connection timestamps count from here.
+    epoch: Instant,
 }
 
 impl<H: Handler> Server<H> {
@@ -84,6 +86,7 @@ impl<H: Handler> Server<H> {
             expired: Vec::new(),
             stats: Stats::default(),
             metrics,
+            epoch: Instant::now(),
             cfg,
         })
     }
@@ -353,9 +356,9 @@ impl<H: Handler> Server<H> {
                 self.forget_ip(peer.ip());
                 continue;
             }
-            let conn = entry.insert(Conn::new(stream, peer, now, over_limit));
+            let conn = entry.insert(Conn::new(stream, peer, now, self.epoch, over_limit));
             conn.rearm = false;
-            if let Some(d) = conn.deadline(&self.cfg) {
+            if let Some(d) = conn.deadline(&self.cfg, now, self.epoch) {
                 self.wheel.schedule(key, d);
             }
         }
@@ -435,6 +438,7 @@ impl<H: Handler> Server<H> {
             ctx: &mut self.ctx,
             deferred: &mut self.deferred,
             now,
+            epoch: self.epoch,
             id: ConnId(key),
         };
         f(conn, &mut self.scratch, &mut env);
@@ -479,7 +483,7 @@ impl<H: Handler> Server<H> {
         }
         if conn.rearm {
             conn.rearm = false;
-            match conn.deadline(&self.cfg) {
+            match conn.deadline(&self.cfg, Instant::now(), self.epoch) {
                 Some(d) => self.wheel.schedule(key, d),
                 None => self.wheel.cancel(key),
             }
