@@ -2,6 +2,8 @@
 //! talk to it with tungstenite's client or raw sockets.
 #![allow(dead_code)]
 
+pub mod example;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
