@@ -1,7 +1,6 @@
 //! examples/chat.rs end to end: build the example, run it on a free loopback port and
 //! talk to it with tungstenite clients.
 
-use std::io::Read;
 use std::time::Duration;
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
