@@ -206,8 +206,10 @@ impl<H: Handler> Server<H> {
 
     /// Runs due timers and deferred work; call once per loop turn, after the events.
     pub fn handle_timers(&mut self, registry: &Registry, now: Instant) {
-        self.wheel.expire(now, &mut self.expired);
-        for key in std::mem::take(&mut self.expired) {
+        // The lists are taken and given back so their allocations are reused every turn.
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.expire(now, &mut expired);
+        for &key in &expired {
             let capacity = self.conn_capacity();
             if key >= capacity {
                 if let Some(m) = self.metrics.as_mut() {
@@ -218,11 +220,18 @@ impl<H: Handler> Server<H> {
             self.with_conn(key, now, |conn, _, env| conn.on_timer(env));
             self.settle(registry, key);
         }
-        for key in std::mem::take(&mut self.revisit) {
+        expired.clear();
+        self.expired = expired;
+        let mut revisit = std::mem::take(&mut self.revisit);
+        for &key in &revisit {
             self.with_conn(key, now, |conn, scratch, env| {
                 conn.on_readable(scratch, env, true)
             });
             self.settle(registry, key);
+        }
+        if self.revisit.is_empty() {
+            revisit.clear();
+            self.revisit = revisit;
         }
         self.run_deferred(registry, now);
         if self.accept_paused.flatten().is_some_and(|t| t <= now) {
