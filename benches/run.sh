@@ -58,11 +58,12 @@ BUSY_BEFORE=$(warn_if_busy)
 # by earlier runs never collide with the next run's 4-tuples
 SRC_OCTET=$((20 + $$ % 200))
 RUN_NO=0
+# sets SOURCES; not called in a subshell, so the run counter really advances
 fresh_sources() {
     RUN_NO=$((RUN_NO + 1))
     local a=$SRC_OCTET b=$((RUN_NO % 250)) s="" i
     for i in 1 2 3 4 5 6 7 8; do s="$s,127.$a.$b.$i"; done
-    echo "${s#,}"
+    SOURCES=${s#,}
 }
 
 run_one() { # scenario server round
@@ -86,7 +87,8 @@ run_one() { # scenario server round
             >"$OUT/$tag.out" 2>"$OUT/$tag.err" || rc=$?
         ;;
     connect)
-        "${lg[@]}" connect --url "$URL" --concurrency 64 --sources "$(fresh_sources)" \
+        fresh_sources
+        "${lg[@]}" connect --url "$URL" --concurrency 64 --sources "$SOURCES" \
             --duration "$DURATION" --warmup "$WARMUP" --server-pid "$SERVER_PID" \
             >"$OUT/$tag.out" 2>"$OUT/$tag.err" || rc=$?
         ;;
