@@ -93,10 +93,7 @@ fn parse_status(text: &str) -> u16 {
     if !text.starts_with("HTTP/1.1 ") {
         return 0;
     }
-    text.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
+    status_of(text)
 }
 
 /// One frame from the server, with a bound on the wait.

@@ -223,13 +223,8 @@ fn tungstenite_client_that_reads_is_not_dropped() {
     assert_echo(&mut ws, Message::text("still here"));
 }
 
-#[test]
-fn silent_socket_is_dropped_at_handshake_timeout() {
-    let server = Server::start(&["--handshake-timeout", "500ms"]);
-    let mut s = raw(server.addr);
-    let start = Instant::now();
-    let closed = wait_for_close(&mut s, start, Duration::from_secs(5))
-        .expect("a socket that never sent a request was not dropped");
+/// Dropped at a 500 ms handshake timeout: not before it, and within the slack of a loaded machine.
+fn assert_dropped_at_500ms(closed: Duration) {
     assert!(
         closed >= Duration::from_millis(450),
         "dropped too early: {closed:?}"
@@ -238,6 +233,16 @@ fn silent_socket_is_dropped_at_handshake_timeout() {
         closed < Duration::from_millis(500 + 1500),
         "dropped late: {closed:?}"
     );
+}
+
+#[test]
+fn silent_socket_is_dropped_at_handshake_timeout() {
+    let server = Server::start(&["--handshake-timeout", "500ms"]);
+    let mut s = raw(server.addr);
+    let start = Instant::now();
+    let closed = wait_for_close(&mut s, start, Duration::from_secs(5))
+        .expect("a socket that never sent a request was not dropped");
+    assert_dropped_at_500ms(closed);
     // No HTTP reply is owed to a socket that said nothing; either way, the server is fine.
     let mut ws = connect(&server.url());
     assert_echo(&mut ws, Message::text("ok"));
@@ -252,14 +257,7 @@ fn half_request_is_dropped_at_handshake_timeout() {
     s.write_all(&req.as_bytes()[..req.len() / 2]).unwrap();
     let closed = wait_for_close(&mut s, start, Duration::from_secs(5))
         .expect("a socket with half a request was not dropped");
-    assert!(
-        closed >= Duration::from_millis(450),
-        "dropped too early: {closed:?}"
-    );
-    assert!(
-        closed < Duration::from_millis(500 + 1500),
-        "dropped late: {closed:?}"
-    );
+    assert_dropped_at_500ms(closed);
 }
 
 #[test]

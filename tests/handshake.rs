@@ -51,11 +51,7 @@ fn send(addr: SocketAddr, request: &[u8]) -> Reply {
     let (head, body) = text
         .split_once("\r\n\r\n")
         .unwrap_or_else(|| panic!("no complete head in {text:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+    let status = status_of(head);
     Reply {
         status,
         head: head.to_string(),

@@ -192,12 +192,16 @@ pub fn read_head(s: &mut TcpStream) -> (u16, String) {
         }
     }
     let text = String::from_utf8_lossy(&head).into_owned();
-    let status = text
+    (status_of(&text), text)
+}
+
+/// The status code of an HTTP response's text (0 when there is none).
+pub fn status_of(response: &str) -> u16 {
+    response
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+        .unwrap_or(0)
 }
 
 /// A raw socket that completed the upgrade.
@@ -217,12 +221,7 @@ pub fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     let mut all = Vec::new();
     let _ = s.read_to_end(&mut all);
     let text = String::from_utf8_lossy(&all).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    (status_of(&text), text)
 }
 
 /// A client frame, masked with a fixed key.
