@@ -18,7 +18,8 @@ use log::debug;
 use std::io::{ErrorKind, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
-use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::frame::coding::{Data as OpData, OpCode};
+use tungstenite::protocol::frame::{CloseFrame, FrameHeader};
 use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
 
@@ -316,8 +317,7 @@ impl<S: Transport> Conn<S> {
                     .is_some_and(|t| now >= t + cfg.write_timeout);
                 if write_stuck {
                     env.stats.deadline_closes.write += 1;
-                    self.notify_close(env, 1006, "write timeout");
-                    self.phase = Phase::Dead;
+                    self.gone(env, "write timeout");
                 } else if now >= last_read + cfg.idle_timeout {
                     env.stats.deadline_closes.idle += 1;
                     self.fail(env, 1001, "idle timeout");
@@ -371,8 +371,8 @@ impl<S: Transport> Conn<S> {
             return;
         };
         if busy.ws.as_ref().is_some_and(|ws| ws.can_write()) && !busy.scanner.message_open() {
-            // A context that carried a frame larger than its read buffer, or a large
-            // write, kept the grown buffers: drop it rather than pool it.
+            // A context that carried a frame larger than its read buffer kept the grown
+            // buffer: drop it rather than pool it. (Large writes bypass its buffer.)
             let grew = busy.scanner.take_largest_frame() > cfg.read_buffer as u64;
             if let Some(ws) = busy.ws.take()
                 && !grew
@@ -521,10 +521,10 @@ impl<S: Transport> Conn<S> {
             let frames = &data[..complete];
             let ok = if complete == 0 {
                 true
-            } else if let Some((opcode, header_len, mask)) = self.big_frame(frames, env.cfg) {
+            } else if let Some((text, header_len, mask)) = self.big_frame(frames, env.cfg) {
                 let mut payload = frames[header_len..].to_vec();
                 unmask(&mut payload, mask);
-                self.deliver_big(opcode, payload.into(), env)
+                self.deliver_big(text, payload.into(), env)
             } else {
                 self.feed(frames, env)
             };
@@ -548,11 +548,11 @@ impl<S: Transport> Conn<S> {
                 let whole = prev + complete;
                 let mut frames = std::mem::take(&mut busy.partial);
                 busy.partial = frames.split_off(whole);
-                if let Some((opcode, header_len, mask)) = self.big_frame(&frames, env.cfg) {
+                if let Some((text, header_len, mask)) = self.big_frame(&frames, env.cfg) {
                     // The frame was assembled here: its buffer becomes the message.
                     unmask(&mut frames[header_len..], mask);
                     let payload = Bytes::from(frames).slice(header_len..);
-                    self.deliver_big(opcode, payload, env)
+                    self.deliver_big(text, payload, env)
                 } else {
                     self.feed(&frames, env)
                 }
@@ -576,7 +576,7 @@ impl<S: Transport> Conn<S> {
     }
 
     /// `frames` is one big final data frame that tungstenite's state allows.
-    fn big_frame(&self, frames: &[u8], cfg: &Config) -> Option<(u8, usize, [u8; 4])> {
+    fn big_frame(&self, frames: &[u8], cfg: &Config) -> Option<(bool, usize, [u8; 4])> {
         let ws_ready = self
             .busy
             .as_ref()
@@ -586,13 +586,13 @@ impl<S: Transport> Conn<S> {
 
     /// Hands a big message that skipped tungstenite to the handler; false when the
     /// connection stopped being readable.
-    fn deliver_big<H: Handler>(&mut self, opcode: u8, payload: Bytes, env: &mut Env<H>) -> bool {
+    fn deliver_big<H: Handler>(&mut self, text: bool, payload: Bytes, env: &mut Env<H>) -> bool {
         // The frame never reached the context, so its size says nothing of the
         // context's buffers.
         if let Some(busy) = self.busy.as_deref_mut() {
             busy.scanner.take_largest_frame();
         }
-        let msg = if opcode == 1 {
+        let msg = if text {
             match Utf8Bytes::try_from(payload) {
                 Ok(text) => Message::Text(text),
                 Err(_) => {
@@ -659,6 +659,8 @@ impl<S: Transport> Conn<S> {
                     if let Some(end) = stop {
                         break end;
                     }
+                    // Only reachable in the batch where the handler closed: once it has,
+                    // `opened` is false and later messages are skipped above.
                     if self.phase == Phase::Closing {
                         busy.since = env.now;
                         self.rearm = true;
@@ -827,10 +829,6 @@ impl<S: Transport> Conn<S> {
         self.phase = Phase::Dead;
     }
 
-    fn notify_close<H: Handler>(&mut self, env: &mut Env<H>, code: u16, reason: &str) {
-        notify(&mut self.opened, env, self.peer, code, "", reason);
-    }
-
     /// Queues `bytes` behind any pending output, stops reading, and drops the
     /// connection once everything is written (or close_timeout passes).
     fn drain_then_drop<H>(&mut self, env: &mut Env<H>, bytes: &[u8]) {
@@ -941,9 +939,9 @@ fn send<S: Write>(
     msg: Message,
     cfg: &Config,
 ) -> tungstenite::Result<()> {
-    let (first, payload): (u8, &[u8]) = match &msg {
-        Message::Text(t) if t.len() > cfg.write_buffer => (0x81, t.as_bytes()),
-        Message::Binary(b) if b.len() > cfg.write_buffer => (0x82, b),
+    let (opcode, payload): (OpData, &[u8]) = match &msg {
+        Message::Text(t) if t.len() > cfg.write_buffer => (OpData::Text, t.as_bytes()),
+        Message::Binary(b) if b.len() > cfg.write_buffer => (OpData::Binary, b),
         _ => return ws.write(wire, msg),
     };
     if !ws.can_write() {
@@ -952,48 +950,33 @@ fn send<S: Write>(
         ));
     }
     ws.flush(wire)?;
-    let mut header = [first, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    let len = payload.len();
-    let header_len = if len < 126 {
-        header[1] = len as u8;
-        2
-    } else if len <= usize::from(u16::MAX) {
-        header[1] = 126;
-        header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
-    } else {
-        header[1] = 127;
-        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
+    let header = FrameHeader {
+        opcode: OpCode::Data(opcode),
+        ..FrameHeader::default()
     };
-    wire.write_all(&header[..header_len])?;
+    // Formatted on the stack first: one write for the header, not one per field.
+    let mut buf = std::io::Cursor::new([0u8; 14]);
+    header.format(payload.len() as u64, &mut buf)?;
+    let header_len = buf.position() as usize;
+    wire.write_all(&buf.get_ref()[..header_len])?;
     wire.write_all(payload)?;
     Ok(())
 }
 
-/// A single, whole, final text or binary frame larger than `min` bytes: its opcode,
-/// header length and mask. Such a frame needs none of tungstenite's state, so it
-/// skips tungstenite's read buffer (a copy and a zero-fill of the payload).
-fn big_frame(region: &[u8], min: usize) -> Option<(u8, usize, [u8; 4])> {
-    let (&b0, &b1) = (region.first()?, region.get(1)?);
-    let (len, ext) = match b1 & 0x7f {
-        126 => (
-            u64::from(u16::from_be_bytes(region.get(2..4)?.try_into().ok()?)),
-            2,
-        ),
-        127 => (u64::from_be_bytes(region.get(2..10)?.try_into().ok()?), 8),
-        n => (u64::from(n), 0),
+/// A single, whole, final text or binary frame larger than `min` bytes: whether it is
+/// text, its header length and mask. Such a frame needs none of tungstenite's state, so
+/// it skips tungstenite's read buffer (a copy and a zero-fill of the payload).
+fn big_frame(region: &[u8], min: usize) -> Option<(bool, usize, [u8; 4])> {
+    let mut cursor = std::io::Cursor::new(region);
+    let (header, len) = FrameHeader::parse(&mut cursor).ok()??;
+    let header_len = usize::try_from(cursor.position()).ok()?;
+    let text = match header.opcode {
+        OpCode::Data(OpData::Text) => true,
+        OpCode::Data(OpData::Binary) => false,
+        _ => return None,
     };
-    let header_len = 2 + ext + 4;
-    let opcode = b0 & 0x0f;
-    let whole = usize::try_from(len).ok()? == region.len().checked_sub(header_len)?;
-    let mask = region.get(2 + ext..header_len)?.try_into().ok()?;
-    (b0 & 0x80 != 0
-        && b1 & 0x80 != 0
-        && (opcode == 1 || opcode == 2)
-        && whole
-        && len as usize > min)
-        .then_some((opcode, header_len, mask))
+    let whole = usize::try_from(len).ok()? == region.len() - header_len;
+    (header.is_final && whole && len > min as u64).then_some((text, header_len, header.mask?))
 }
 
 /// Unmasks a payload in place, eight bytes at a time.
