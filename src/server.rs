@@ -331,10 +331,16 @@ impl<H: Handler> Server<H> {
             let (stream, peer) = match listener.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                // Out of descriptors or kernel memory: retrying at once would spin.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
                     if !self.warned_fd_limit {
                         warn!(
-                            "out of file descriptors with {} connections: accepting paused, retrying every {:?}",
+                            "out of file descriptors or kernel memory with {} connections ({e}): accepting paused, retrying every {:?}",
                             self.conns.len(),
                             ACCEPT_BACKOFF
                         );
