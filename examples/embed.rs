@@ -64,12 +64,13 @@ fn main() -> io::Result<()> {
                     Err(e)
                 }
             })?;
+        let now = Instant::now();
         for event in events.iter() {
             match event.token() {
-                t if ws.owns(t) => ws.handle_event(poll.registry(), event),
+                t if ws.owns(t) => ws.handle_event(poll.registry(), event, now),
                 SIGNALS => {
                     if signals.pending().next().is_some() {
-                        ws.shutdown(poll.registry());
+                        ws.shutdown(poll.registry(), now);
                     }
                 }
                 TCP_LISTENER => loop {
@@ -101,7 +102,7 @@ fn main() -> io::Result<()> {
                 }
             }
         }
-        ws.handle_timers(poll.registry(), Instant::now());
+        ws.handle_timers(poll.registry(), now);
         if ws.is_finished() {
             return Ok(());
         }

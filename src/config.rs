@@ -95,7 +95,7 @@ impl Default for Config {
 
 /// What the open-file limit allows, less [`FD_RESERVE`]; at least 1.
 pub fn default_max_connections() -> usize {
-    crate::sys::nofile_limit()
+    crate::io::sys::nofile_limit()
         .saturating_sub(FD_RESERVE as u64)
         .clamp(1, 1 << 24) as usize
 }

@@ -1,25 +1,27 @@
-//! Entry points for the fuzzers and their regression tests: they drive the same
-//! connection code the server runs, through an in-memory stream instead of a socket.
+//! Entry points for the fuzzers and their regression tests: they drive a connection
+//! through the server's own driver, over an in-memory stream instead of a socket.
 
+use crate::app::handler::Echo;
 use crate::config::Config;
-use crate::conn::{Conn, Env, Pool};
-use crate::handler::{ConnId, Ctx, Echo};
+use crate::io::transport::Transport;
+use crate::server::Driver;
+use mio::event::Source;
+use mio::{Interest, Poll, Registry, Token};
 use std::io::{self, ErrorKind, Read, Write};
 use std::time::{Duration, Instant};
 
 /// A stream that yields the input in chunks and accepts output in bursts, returning
 /// WouldBlock in between, as a non-blocking socket does.
-struct MemStream<'a> {
-    input: &'a [u8],
+struct MemStream {
+    input: Vec<u8>,
     /// Chunk sizes to read, cycled; 0-free.
-    chunks: &'a [u8],
+    chunks: Vec<u8>,
     read_calls: usize,
     blocked: bool,
-    written: usize,
     write_budget: usize,
 }
 
-impl Read for MemStream<'_> {
+impl Read for MemStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.blocked || self.input.is_empty() {
             self.blocked = false;
@@ -35,15 +37,13 @@ impl Read for MemStream<'_> {
         };
         let n = n.min(buf.len()).min(self.input.len());
         buf[..n].copy_from_slice(&self.input[..n]);
-        self.input = &self.input[n..];
+        self.input.drain(..n);
         self.blocked = chunk.is_multiple_of(3);
         Ok(n)
     }
 }
 
-impl crate::transport::Transport for MemStream<'_> {}
-
-impl Write for MemStream<'_> {
+impl Write for MemStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.write_budget == 0 {
             self.write_budget = 4096;
@@ -51,11 +51,43 @@ impl Write for MemStream<'_> {
         }
         let n = buf.len().min(self.write_budget);
         self.write_budget -= n;
-        self.written += n;
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for MemStream {
+    fn has_pending(&self) -> bool {
+        false
+    }
+
+    fn flush_pending(&mut self) -> io::Result<bool> {
+        Ok(true)
+    }
+
+    fn shutdown_write(&mut self) {}
+
+    fn close(&mut self) {}
+
+    fn short_read_drains(&self) -> bool {
+        true
+    }
+}
+
+/// Nothing to register: the driver's interest changes land here.
+impl Source for MemStream {
+    fn register(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn reregister(&mut self, _: &Registry, _: Token, _: Interest) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn deregister(&mut self, _: &Registry) -> io::Result<()> {
         Ok(())
     }
 }
@@ -75,57 +107,47 @@ fn fuzz_config() -> Config {
 }
 
 /// Runs one connection over `input` (read in chunk sizes taken from `chunks`) until
-/// the input is used up or the connection ends, firing timers along the way.
+/// the input is used up or the connection ends: each turn is a readiness event and a
+/// turn's end, as the server's loop makes them, with timers firing along the way.
 fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
-    let chunks: &[u8] = if chunks.is_empty() { &[255] } else { chunks };
+    let Ok(poll) = Poll::new() else {
+        return;
+    };
+    let registry = poll.registry();
     let stream = MemStream {
-        input,
-        chunks,
+        input: input.to_vec(),
+        chunks: if chunks.is_empty() {
+            vec![255]
+        } else {
+            chunks.to_vec()
+        },
         read_calls: 0,
         blocked: false,
-        written: 0,
         write_budget: 4096,
     };
     let start = Instant::now();
+    let mut driver = Driver::new(cfg.clone(), Echo, start);
     let peer = ([127, 0, 0, 1], 9).into();
-    let mut conn = Conn::new(stream, peer, start, start, false);
-    let mut pool = Pool::new(4);
-    let mut handler = Echo;
-    let mut ctx = Ctx::default();
-    let mut deferred = Vec::new();
-    let mut scratch = vec![0u8; 8192];
-    let mut stats = crate::metrics::Stats::default();
-    for turn in 0..10_000u32 {
-        let mut env = Env {
-            cfg,
-            pool: &mut pool,
-            handler: &mut handler,
-            ctx: &mut ctx,
-            deferred: &mut deferred,
-            now: start + Duration::from_millis(u64::from(turn)),
-            epoch: start,
-            id: ConnId(0),
-            stats: &mut stats,
-        };
-        conn.on_writable(&mut env);
-        conn.on_readable(&mut scratch, &mut env, turn % 2 == 0);
+    let Some(key) = driver.insert(registry, stream, peer, start) else {
+        return;
+    };
+    // Backpressure must hold whatever the input: reading pauses above the cap, so
+    // pending output can exceed it by at most one read's worth of echoes.
+    let bound = cfg.max_pending_output + (128 << 10) + cfg.max_message + 1024;
+    for turn in 0..10_000u64 {
+        let mut now = start + Duration::from_millis(turn);
+        let hangup = turn % 7 == 6;
+        driver.on_event(registry, key, true, true, hangup, now);
         if turn % 64 == 63 {
-            env.now = start + Duration::from_secs(u64::from(turn));
-            conn.on_timer(&mut env);
+            // Far enough ahead for every deadline to pass.
+            now = start + Duration::from_secs(turn);
         }
-        conn.release_if_idle(cfg, &mut pool);
-        // Backpressure must hold whatever the input: reading pauses above the cap, so
-        // pending output can exceed it by at most one read's worth of echoes.
-        let bound = cfg.max_pending_output + scratch.len() + cfg.max_message + 1024;
-        assert!(
-            conn.pending_output() <= bound,
-            "pending output {} over {bound}",
-            conn.pending_output()
-        );
-        deferred.clear();
-        if conn.is_dead() || (conn.stream.input.is_empty() && conn.pending_output() == 0) {
-            break;
-        }
+        driver.expire(registry, now, &mut Vec::new());
+        driver.end_turn(registry, now);
+        let Some(pending) = driver.pending_output(key) else {
+            return;
+        };
+        assert!(pending <= bound, "pending output {pending} over {bound}");
     }
 }
 

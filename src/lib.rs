@@ -4,29 +4,33 @@
 //! calls [`Server::register`], [`Server::handle_event`], [`Server::next_timeout`] and
 //! [`Server::handle_timers`] instead. Applications implement [`Handler`]; [`Echo`] sends
 //! every message back.
+//!
+//! The source is layered: `protocol` (the WebSocket protocol without I/O), `io`
+//! (sockets, TLS, output queues), `conn` (one connection's state machine), `server`
+//! (the loop: accept, timers, dispatch) and `app` (what applications see).
 #![warn(missing_docs)]
 
+mod app;
 pub mod config;
 mod conn;
 #[doc(hidden)]
 pub mod fuzz;
-mod handler;
-mod handshake;
-#[cfg(feature = "json")]
-pub mod json;
-pub mod metrics;
-pub mod scan;
+mod io;
+mod protocol;
 mod server;
-mod sys;
-pub mod timer;
-#[cfg(feature = "tls")]
-pub mod tls;
-mod transport;
-mod wire;
+#[cfg(test)]
+mod testutil;
 
+pub use app::handler::{Close, ConnId, Ctx, Echo, Handler};
+#[cfg(feature = "json")]
+pub use app::json;
 pub use config::{Config, ConfigError, OriginPolicy};
-pub use handler::{Close, ConnId, Ctx, Echo, Handler};
-pub use handshake::Request;
-pub use server::{REJECT_SLACK, Server};
-pub use transport::ListenAddr;
+pub use io::stream::ListenAddr;
+#[cfg(feature = "tls")]
+pub use io::tls;
+pub use protocol::handshake::Request;
+#[doc(hidden)]
+pub use server::REJECT_SLACK;
+pub use server::Server;
+pub use server::metrics;
 pub use tungstenite::{Bytes, Message, Utf8Bytes};

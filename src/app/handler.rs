@@ -1,7 +1,7 @@
 //! What an application plugs into the loop: the [`Handler`] callbacks and the [`Ctx`]
 //! through which they act on connections. Handlers never see sockets.
 
-use crate::handshake::Request;
+use crate::protocol::handshake::Request;
 use tungstenite::Message;
 
 /// Identifies a connection while it is open. An id is reused after its `on_close`,

@@ -2,12 +2,14 @@
 //! `TlsStream` moves records between the socket and the `ServerConnection` on each read
 //! and write, and tells the loop when records wait for the socket.
 
-use crate::transport::Transport;
+use super::transport::Transport;
+use mio::event::Source;
 use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, IoSlice, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,10 +56,6 @@ impl TlsStream {
         let tls = ServerConnection::new(config).map_err(io::Error::other)?;
         Ok(TlsStream { sock, tls })
     }
-
-    pub(crate) fn socket(&mut self) -> &mut TcpStream {
-        &mut self.sock
-    }
 }
 
 impl Read for TlsStream {
@@ -98,6 +96,19 @@ impl Write for TlsStream {
         Ok(n)
     }
 
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if !self.flush_pending()? {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        // rustls takes the slices into records of its own in one call.
+        let n = self.tls.writer().write_vectored(bufs)?;
+        self.flush_pending()?;
+        if n == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            return Err(ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
@@ -121,8 +132,34 @@ impl Transport for TlsStream {
         Ok(true)
     }
 
+    fn shutdown_write(&mut self) {
+        // close_notify first: the peer learns the end was meant, not a truncation.
+        self.close();
+        let _ = self.sock.shutdown(std::net::Shutdown::Write);
+    }
+
     fn close(&mut self) {
         self.tls.send_close_notify();
         let _ = self.flush_pending();
+    }
+
+    /// rustls keeps decrypted plaintext of its own: a short read does not mean the
+    /// socket is drained, so the next edge may never come.
+    fn short_read_drains(&self) -> bool {
+        false
+    }
+}
+
+impl Source for TlsStream {
+    fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.sock.register(r, t, i)
+    }
+
+    fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
+        self.sock.reregister(r, t, i)
+    }
+
+    fn deregister(&mut self, r: &Registry) -> io::Result<()> {
+        self.sock.deregister(r)
     }
 }

@@ -1,32 +1,36 @@
 //! Incremental scanner for the client-to-server WebSocket byte stream.
 //!
-//! Every received byte passes through [`FrameScanner::scan`] exactly once before
-//! tungstenite sees it. The scanner finds frame boundaries (so only whole frames are
-//! handed over), rejects protocol errors, oversized frames and invalid UTF-8 as soon
-//! as the offending byte arrives, and reports when the connection is idle between
-//! messages. It never allocates and its state is a handful of integers.
+//! Every received byte passes through [`FrameScanner::scan`] exactly once before any
+//! frame is read. The scanner finds frame boundaries (so the connection only ever
+//! reads whole frames), rejects protocol errors, oversized frames and messages and
+//! invalid UTF-8 as soon as the offending byte arrives, and reports when the
+//! connection is idle between messages. It never allocates and its state is a
+//! handful of integers. What it approved needs no second check: a text message that
+//! passed it is valid UTF-8.
 
 use std::str;
 
 /// Why the scanner rejected the input; the server maps it to a close code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScanError {
+pub(crate) enum ScanError {
     /// RFC 6455 protocol violation → close 1002. The string is a short reason for logs
     /// and the close frame (at most 60 bytes), e.g. "reserved bits set".
     Protocol(&'static str),
-    /// A frame declared a payload longer than the limit → close 1009.
+    /// A frame declared a payload longer than the frame limit → close 1009.
     FrameTooLarge,
+    /// A frame would take its message over the message limit → close 1009.
+    MessageTooLarge,
     /// Text message payload is not valid UTF-8 → close 1007.
     InvalidUtf8,
 }
 
 /// A rejected chunk: the error, and how much of the chunk was whole frames before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rejected {
+pub(crate) struct Rejected {
     /// Length of the leading part of the chunk that forms complete, valid frames.
-    pub complete: usize,
+    pub(crate) complete: usize,
     /// What was wrong with the bytes after it.
-    pub error: ScanError,
+    pub(crate) error: ScanError,
 }
 
 const OP_CONTINUATION: u8 = 0;
@@ -40,14 +44,14 @@ const MASK_LEN: u8 = 4;
 
 /// Incremental scanner state for one connection's incoming byte stream.
 #[derive(Debug, Clone)]
-pub struct FrameScanner {
+pub(crate) struct FrameScanner {
     /// Payload bytes left in the current frame; while the extended length is being
     /// read it accumulates the partial length instead.
     remaining: u64,
     max_frame_size: u64,
-    largest: u64,
-    /// Payload length of the current frame, counted into `largest` once it completes.
-    frame_len: u64,
+    max_message_size: u64,
+    /// Payload bytes of the data message in progress, the current frame included.
+    message_len: u64,
     /// Masking key rotated so that `mask[0]` applies to the next payload byte.
     mask: [u8; 4],
     /// Header bytes still expected after byte1 (extended length, then mask), or
@@ -64,13 +68,14 @@ pub struct FrameScanner {
 }
 
 impl FrameScanner {
-    /// `max_frame_size`: largest payload a single frame may declare.
-    pub fn new(max_frame_size: u64) -> Self {
+    /// `max_frame_size`: largest payload a single frame may declare;
+    /// `max_message_size`: largest sum of the payloads of a message's frames.
+    pub(crate) fn new(max_frame_size: u64, max_message_size: u64) -> Self {
         FrameScanner {
             remaining: 0,
             max_frame_size,
-            largest: 0,
-            frame_len: 0,
+            max_message_size,
+            message_len: 0,
             mask: [0; 4],
             header_left: 0,
             frame: 0,
@@ -89,7 +94,7 @@ impl FrameScanner {
     /// On error the scanner's state is unspecified and the connection is to be failed;
     /// [`Rejected::complete`] still tells which leading frames were whole and valid, so
     /// they can be delivered before the connection is failed.
-    pub fn scan(&mut self, bytes: &[u8]) -> Result<usize, Rejected> {
+    pub(crate) fn scan(&mut self, bytes: &[u8]) -> Result<usize, Rejected> {
         let mut boundary = 0;
         match self.scan_from(bytes, &mut boundary) {
             Ok(()) => Ok(boundary),
@@ -119,7 +124,6 @@ impl FrameScanner {
             // Only reachable right after the last header byte of an empty frame or the
             // last payload byte: the frame just completed.
             if self.header_left == 0 && self.remaining == 0 {
-                self.largest = self.largest.max(self.frame_len);
                 self.finish_frame()?;
                 *boundary = pos;
             }
@@ -130,20 +134,13 @@ impl FrameScanner {
     /// True when every byte scanned so far forms complete frames and no fragmented data
     /// message is in progress (a context handed exactly these bytes is idle between
     /// messages).
-    pub fn between_messages(&self) -> bool {
+    pub(crate) fn between_messages(&self) -> bool {
         self.at_frame_boundary() && self.fragmented == OP_CONTINUATION
-    }
-
-    /// True when a fragmented data message was started by a complete frame and its final
-    /// fragment has not completed yet (a frame still arriving does not count), i.e. when
-    /// a context handed every complete frame holds part of a message.
-    pub fn message_open(&self) -> bool {
-        self.fragmented != OP_CONTINUATION
     }
 
     /// Payload bytes of the frame in progress not seen yet (0 at a boundary or while its
     /// header is still arriving).
-    pub fn frame_remaining(&self) -> u64 {
+    pub(crate) fn frame_remaining(&self) -> u64 {
         if self.header_left == 0 {
             self.remaining
         } else {
@@ -153,14 +150,8 @@ impl FrameScanner {
 
     /// True when the scanner is at a frame boundary (no partial frame pending),
     /// regardless of fragmentation.
-    pub fn at_frame_boundary(&self) -> bool {
+    pub(crate) fn at_frame_boundary(&self) -> bool {
         self.header_left == 0 && self.remaining == 0
-    }
-
-    /// Largest payload length of any frame that completed since the last
-    /// call (0 if none); tells whether tungstenite's buffers may have grown.
-    pub fn take_largest_frame(&mut self) -> u64 {
-        std::mem::take(&mut self.largest)
     }
 
     fn header_byte(&mut self, b: u8) -> Result<(), ScanError> {
@@ -243,8 +234,19 @@ impl FrameScanner {
         if len > self.max_frame_size {
             return Err(ScanError::FrameTooLarge);
         }
+        if self.opcode() & 0x08 == 0 {
+            // A data frame: a new message starts from 0, a continuation adds up.
+            let so_far = if self.opcode() == OP_CONTINUATION {
+                self.message_len
+            } else {
+                0
+            };
+            self.message_len = so_far + len;
+            if self.message_len > self.max_message_size {
+                return Err(ScanError::MessageTooLarge);
+            }
+        }
         self.remaining = len;
-        self.frame_len = len;
         Ok(())
     }
 
@@ -400,7 +402,7 @@ mod tests {
     }
 
     fn scan_all(bytes: &[u8]) -> Result<usize, ScanError> {
-        FrameScanner::new(MAX).scan_e(bytes)
+        FrameScanner::new(MAX, MAX).scan_e(bytes)
     }
 
     fn proto(reason: &'static str) -> Result<usize, ScanError> {
@@ -415,12 +417,10 @@ mod tests {
     #[test]
     fn single_frame() {
         let f = text(b"Hello");
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         assert!(s.between_messages());
         assert_eq!(s.scan_e(&f), Ok(f.len()));
         assert!(s.between_messages());
-        assert_eq!(s.take_largest_frame(), 5);
-        assert_eq!(s.take_largest_frame(), 0);
     }
 
     #[test]
@@ -431,11 +431,10 @@ mod tests {
         let complete = stream.len();
         let tail = text("ünïcödé".as_bytes());
         stream.extend_from_slice(&tail[..tail.len() - 3]);
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         assert_eq!(s.scan_e(&stream), Ok(complete));
         assert!(!s.at_frame_boundary());
         assert!(!s.between_messages());
-        assert_eq!(s.take_largest_frame(), 300);
         assert_eq!(s.scan_e(&tail[tail.len() - 3..]), Ok(3));
         assert!(s.between_messages());
     }
@@ -446,7 +445,7 @@ mod tests {
         stream.extend(text("héllo wörld €𝄞".as_bytes()));
         stream.extend(frame(0x82, &[7; 200], KEY));
         let mut ends = Vec::new();
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         for (i, b) in stream.iter().enumerate() {
             match s.scan_e(std::slice::from_ref(b)) {
                 Ok(1) => ends.push(i + 1),
@@ -467,14 +466,9 @@ mod tests {
         assert_eq!(scan_all(&f16), Ok(f16.len()));
         let f64 = text(&vec![b'a'; 70_000]);
         assert_eq!(f64[1], 0x80 | 127);
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         assert_eq!(s.scan_e(&f64[..f64.len() - 1]), Ok(0));
         assert_eq!(s.scan_e(&f64[f64.len() - 1..]), Ok(1));
-        assert_eq!(s.take_largest_frame(), 70_000);
-        // A frame still arriving does not count: the context has not seen it.
-        let mut s = FrameScanner::new(MAX);
-        assert_eq!(s.scan_e(&f64[..14]), Ok(0));
-        assert_eq!(s.take_largest_frame(), 0);
     }
 
     #[test]
@@ -506,11 +500,11 @@ mod tests {
         }
         let mut st = vec![0x82, 0x80 | 127, 0x80];
         assert_eq!(
-            FrameScanner::new(u64::MAX).scan_e(&st),
+            FrameScanner::new(u64::MAX, u64::MAX).scan_e(&st),
             proto("invalid frame length")
         );
         st[2] = 0x7F;
-        assert_eq!(FrameScanner::new(u64::MAX).scan_e(&st), Ok(0));
+        assert_eq!(FrameScanner::new(u64::MAX, u64::MAX).scan_e(&st), Ok(0));
     }
 
     #[test]
@@ -530,15 +524,15 @@ mod tests {
         assert_eq!(scan_all(&hdr), Ok(0));
         // Small limits apply to 7- and 16-bit lengths too.
         assert_eq!(
-            FrameScanner::new(100).scan_e(&[0x82, 0x80 | 101]),
+            FrameScanner::new(100, u64::MAX).scan_e(&[0x82, 0x80 | 101]),
             Err(ScanError::FrameTooLarge)
         );
         assert_eq!(
-            FrameScanner::new(300).scan_e(&[0x82, 0x80 | 126, 0x01, 0x2D]),
+            FrameScanner::new(300, u64::MAX).scan_e(&[0x82, 0x80 | 126, 0x01, 0x2D]),
             Err(ScanError::FrameTooLarge)
         );
         assert_eq!(
-            FrameScanner::new(300).scan_e(&[0x82, 0x80 | 126, 0x01, 0x2C]),
+            FrameScanner::new(300, u64::MAX).scan_e(&[0x82, 0x80 | 126, 0x01, 0x2C]),
             Ok(0)
         );
     }
@@ -560,7 +554,7 @@ mod tests {
         payload.extend_from_slice(&[b'x'; 100]);
         let f = text(&payload);
         let bad_end = f.len() - 100;
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         assert_eq!(s.scan_e(&f[..bad_end - 1]), Ok(0));
         assert_eq!(
             s.scan_e(&f[bad_end - 1..bad_end]),
@@ -590,7 +584,7 @@ mod tests {
 
     #[test]
     fn invalid_utf8_across_fragments() {
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         let first = frame(0x01, b"ab\xF4", KEY);
         assert_eq!(s.scan_e(&first), Ok(first.len()));
         assert!(!s.between_messages());
@@ -605,7 +599,7 @@ mod tests {
             let mut st = frame(0x01, &msg[..split], KEY);
             st.extend(frame(0x89, b"\xFF\xFE", KEY)); // ping payload is not checked
             st.extend(frame(0x80, &msg[split..], [9, 8, 7, 6]));
-            let mut s = FrameScanner::new(MAX);
+            let mut s = FrameScanner::new(MAX, MAX);
             for chunk in st.chunks(3) {
                 s.scan_e(chunk).unwrap();
             }
@@ -627,6 +621,25 @@ mod tests {
     }
 
     #[test]
+    fn message_limit_counts_fragments_at_their_headers() {
+        let mut s = FrameScanner::new(100, 150);
+        let first = frame(0x02, &[1; 100], KEY);
+        assert_eq!(s.scan_e(&first), Ok(first.len()));
+        // A ping in between counts for nothing.
+        let ping = frame(0x89, &[2; 100], KEY);
+        assert_eq!(s.scan_e(&ping), Ok(ping.len()));
+        // 100 + 51 > 150: refused at the length byte, before any payload.
+        let over = frame(0x80, &[3; 51], KEY);
+        assert_eq!(s.scan_e(&over[..2]), Err(ScanError::MessageTooLarge));
+        // Exactly at the limit is fine, and the next message starts from 0.
+        let mut s = FrameScanner::new(100, 150);
+        let mut st = frame(0x02, &[1; 100], KEY);
+        st.extend(frame(0x80, &[1; 50], KEY));
+        st.extend(frame(0x82, &[1; 100], KEY));
+        assert_eq!(s.scan_e(&st), Ok(st.len()));
+    }
+
+    #[test]
     fn non_text_payloads_unchecked() {
         let mut st = frame(0x82, b"\xFF\xC0", KEY);
         st.extend(frame(0x02, b"\xED\xA0", KEY));
@@ -638,7 +651,7 @@ mod tests {
 
     #[test]
     fn between_messages_tracks_fragmentation() {
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         let first = frame(0x01, b"frag", KEY);
         assert_eq!(s.scan_e(&first[..3]), Ok(0));
         assert!(!s.at_frame_boundary() && !s.between_messages());
@@ -653,24 +666,22 @@ mod tests {
         let last = frame(0x80, b"ed", KEY);
         assert_eq!(s.scan_e(&last), Ok(last.len()));
         assert!(s.between_messages());
-        assert_eq!(s.take_largest_frame(), 4);
         // A new message may start now.
         let f = frame(0x82, b"", KEY);
         assert_eq!(s.scan_e(&f), Ok(f.len()));
-        assert_eq!(s.take_largest_frame(), 0);
     }
 
-    struct Rng(u64);
+    struct Rng(crate::testutil::XorShift);
 
     impl Rng {
+        fn new(seed: u64) -> Rng {
+            Rng(crate::testutil::XorShift(seed))
+        }
         fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
+            self.0.next()
         }
         fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
+            self.0.below(n as u64) as usize
         }
         fn key(&mut self) -> [u8; 4] {
             (self.next() as u32).to_ne_bytes()
@@ -736,7 +747,7 @@ mod tests {
     type Chunks = Vec<(usize, usize, usize)>;
 
     fn scan_chunked(rng: &mut Rng, stream: &[u8]) -> (Chunks, Result<(), ScanError>) {
-        let mut s = FrameScanner::new(MAX);
+        let mut s = FrameScanner::new(MAX, MAX);
         let mut chunks = Vec::new();
         let mut pos = 0;
         while pos < stream.len() {
@@ -757,7 +768,7 @@ mod tests {
 
     #[test]
     fn random_valid_streams_chunking_invariant() {
-        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
         for _ in 0..300 {
             let mut stream = Vec::new();
             let mut ends = Vec::new();
@@ -770,7 +781,7 @@ mod tests {
                 };
                 ends.extend(push_message(&mut rng, &mut stream, op, &payload));
             }
-            let mut whole = FrameScanner::new(MAX);
+            let mut whole = FrameScanner::new(MAX, MAX);
             assert_eq!(whole.scan_e(&stream), Ok(stream.len()));
             assert!(whole.between_messages());
             let (chunks, verdict) = scan_chunked(&mut rng, &stream);
@@ -784,7 +795,7 @@ mod tests {
 
     #[test]
     fn random_text_agrees_with_std() {
-        let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+        let mut rng = Rng::new(0x1234_5678_9ABC_DEF1);
         let (mut valid, mut invalid) = (0, 0);
         for _ in 0..2000 {
             let len = rng.below(40);
@@ -792,7 +803,7 @@ mod tests {
             let mut stream = Vec::new();
             push_message(&mut rng, &mut stream, OP_TEXT, &payload);
             let expected = str::from_utf8(&payload).is_ok();
-            let whole = FrameScanner::new(MAX).scan_e(&stream).map(|_| ());
+            let whole = FrameScanner::new(MAX, MAX).scan_e(&stream).map(|_| ());
             let (_, chunked) = scan_chunked(&mut rng, &stream);
             assert_eq!(whole, chunked);
             assert_eq!(whole.is_ok(), expected, "{payload:x?}");
@@ -808,7 +819,7 @@ mod tests {
 
     #[test]
     fn fails_at_first_impossible_byte() {
-        let mut rng = Rng(0xDEAD_BEEF_CAFE_F00D);
+        let mut rng = Rng::new(0xDEAD_BEEF_CAFE_F00D);
         for _ in 0..2000 {
             let len = 1 + rng.below(30);
             let payload = rng.bytes(len);
@@ -818,7 +829,7 @@ mod tests {
             );
             let f = text(&payload);
             let header = f.len() - payload.len();
-            let mut s = FrameScanner::new(MAX);
+            let mut s = FrameScanner::new(MAX, MAX);
             let got = (0..f.len()).find(|&i| s.scan_e(&f[i..i + 1]).is_err());
             let expected = match fail_at {
                 Some(k) => Some(header + k - 1),

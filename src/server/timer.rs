@@ -1,23 +1,63 @@
-//! Hashed timing wheel holding at most one timer per small dense integer key.
+//! Hashed timing wheel holding at most one timer per key.
+//!
+//! Keys belong to an [`Owner`] (connections, metrics scrapers, application timers),
+//! and each owner numbers its keys from 0 in a space of its own: every node table
+//! stays dense, 16 bytes per key in use, whatever the other owners do.
 //!
 //! Time is measured in absolute ticks since the wheel's `start`. A timer due
 //! at `at` gets the tick `ceil((at - start) / tick)`, and `expire(now)` fires
 //! every timer whose tick is `<= floor((now - start) / tick)`, so timers never
 //! fire early and at most one tick late.
 //!
-//! Storage is a `Vec` of 16-byte nodes indexed by key. Each node sits in an
+//! Storage is a `Vec` of 16-byte nodes per owner, indexed by key. Each node sits in an
 //! intrusive doubly-linked list: either the list of wheel slot
 //! `due_tick & (slots - 1)`, or an extra "overdue" list for timers that were
 //! scheduled for a tick the wheel has already processed. A bitmap of non-empty
 //! slots makes `next_deadline` cheap.
-//!
-//! Keys must be below `u32::MAX`; `schedule` ignores larger keys (slab keys
-//! never get there).
 
 use std::time::{Duration, Instant};
 
-/// "No node" marker for the intrusive list links and slot heads.
+/// "No node" marker for the intrusive list links and slot heads (owner bits 3: no owner).
 const NONE: u32 = u32::MAX;
+/// A packed key is `owner << INDEX_BITS | index`.
+const INDEX_BITS: u32 = 30;
+const INDEX_MASK: u32 = (1 << INDEX_BITS) - 1;
+const OWNERS: usize = 3;
+
+/// Who a timer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// A connection's deadline; the index is its slab key.
+    Conn = 0,
+    /// A metrics scraper's timeout.
+    Scraper = 1,
+    /// A timer the application armed.
+    App = 2,
+}
+
+/// A timer's identity: its owner and the owner's own index (below 2^30).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct TimerKey(u32);
+
+impl TimerKey {
+    /// None when `index` does not fit in 30 bits.
+    pub(crate) fn new(owner: Owner, index: usize) -> Option<TimerKey> {
+        let index = u32::try_from(index).ok().filter(|&i| i <= INDEX_MASK)?;
+        Some(TimerKey((owner as u32) << INDEX_BITS | index))
+    }
+
+    pub(crate) fn owner(self) -> Owner {
+        match self.0 >> INDEX_BITS {
+            0 => Owner::Conn,
+            1 => Owner::Scraper,
+            _ => Owner::App,
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        (self.0 & INDEX_MASK) as usize
+    }
+}
 /// `Node::due` value of a node that holds no armed timer.
 const UNARMED: u64 = u64::MAX;
 /// Largest due tick stored. A timer clamped to it never fires (`expire` never
@@ -47,10 +87,9 @@ const UNARMED_NODE: Node = Node {
 
 /// Hashed timing wheel with at most one timer per key.
 ///
-/// Keys are small dense integers (e.g. slab keys); the node table is a `Vec`
-/// indexed by key that grows on demand, 16 bytes per key. `schedule` and
-/// `cancel` are O(1); `next_deadline` scans a bitmap of non-empty slots.
-pub struct TimerWheel {
+/// `schedule` and `cancel` are O(1); `next_deadline` scans a bitmap of non-empty
+/// slots; each owner's node table grows on demand to its largest index.
+pub(crate) struct TimerWheel {
     /// Instant of tick 0.
     start: Instant,
     /// Tick length as given (at least 1 ns).
@@ -63,8 +102,8 @@ pub struct TimerWheel {
     heads: Vec<u32>,
     /// Bit `s` is set when wheel slot `s` is non-empty (overdue list excluded).
     bitmap: Vec<u64>,
-    /// Per-key nodes.
-    nodes: Vec<Node>,
+    /// Nodes per owner, indexed by key.
+    nodes: [Vec<Node>; OWNERS],
     /// First tick not processed yet: every wheel node has `due >= cur`, every
     /// overdue node has `due < cur`.
     cur: u64,
@@ -76,10 +115,11 @@ pub struct TimerWheel {
 }
 
 impl TimerWheel {
-    /// `tick`: resolution (timers fire at most one tick late, never early); `slots`: wheel size, rounded up to a power of two. Deadlines further than slots*tick away are fine (stored with a round count / absolute tick and skipped until due).
-    ///
-    /// A zero `tick` is treated as 1 ns, `slots` is clamped to `1..=2^30`.
-    pub fn new(start: Instant, tick: Duration, slots: usize) -> Self {
+    /// `tick`: resolution (timers fire at most one tick late, never early). `slots`:
+    /// wheel size, rounded up to a power of two and clamped to `1..=2^30`. Deadlines
+    /// more than a revolution away are fine: nodes keep their absolute due tick and
+    /// are skipped until it comes. A zero `tick` is treated as 1 ns.
+    pub(crate) fn new(start: Instant, tick: Duration, slots: usize) -> Self {
         let tick = tick.max(Duration::from_nanos(1));
         let slots = slots.clamp(1, MAX_SLOTS).next_power_of_two();
         TimerWheel {
@@ -89,24 +129,22 @@ impl TimerWheel {
             slots,
             heads: vec![NONE; slots + 1],
             bitmap: vec![0; slots.div_ceil(64)],
-            nodes: Vec::new(),
+            nodes: [Vec::new(), Vec::new(), Vec::new()],
             cur: 0,
             len: 0,
             overdue_min: UNARMED,
         }
     }
 
-    /// Arms (or re-arms, replacing any earlier one) the timer of `key` to fire at `at`. A deadline in the past fires on the next `expire`. O(1) amortised (the node table grows on demand to key+1).
-    ///
-    /// Keys `>= u32::MAX` are ignored.
-    pub fn schedule(&mut self, key: usize, at: Instant) {
-        if key >= NONE as usize {
-            return;
+    /// Arms (or re-arms, replacing any earlier one) the timer of `key` to fire at
+    /// `at`; a deadline in the past fires on the next `expire`. O(1) amortised.
+    pub(crate) fn schedule(&mut self, key: TimerKey, at: Instant) {
+        let (table, index) = ((key.0 >> INDEX_BITS) as usize, key.index());
+        if index >= self.nodes[table].len() {
+            self.nodes[table].resize(index + 1, UNARMED_NODE);
         }
-        if key >= self.nodes.len() {
-            self.nodes.resize(key + 1, UNARMED_NODE);
-        }
-        let old = self.nodes[key].due;
+        let key = key.0;
+        let old = self.node(key).due;
         if old != UNARMED {
             let list = self.list_of(old);
             self.unlink(list, key);
@@ -114,39 +152,39 @@ impl TimerWheel {
             self.len += 1;
         }
         let due = self.ceil_tick(at);
-        self.nodes[key].due = due;
+        self.node_mut(key).due = due;
         let list = self.list_of(due);
         self.push(list, key);
     }
 
     /// Disarms `key`'s timer if armed. O(1).
-    pub fn cancel(&mut self, key: usize) {
-        let Some(node) = self.nodes.get(key) else {
-            return;
-        };
-        let due = node.due;
-        if due == UNARMED {
+    pub(crate) fn cancel(&mut self, key: TimerKey) {
+        if !self.is_armed(key) {
             return;
         }
+        let due = self.node(key.0).due;
         let list = self.list_of(due);
-        self.unlink(list, key);
-        self.nodes[key] = UNARMED_NODE;
+        self.unlink(list, key.0);
+        *self.node_mut(key.0) = UNARMED_NODE;
         self.len -= 1;
     }
 
     /// Whether `key` has an armed timer.
-    pub fn is_armed(&self, key: usize) -> bool {
-        self.nodes.get(key).is_some_and(|n| n.due != UNARMED)
+    pub(crate) fn is_armed(&self, key: TimerKey) -> bool {
+        self.nodes[(key.0 >> INDEX_BITS) as usize]
+            .get(key.index())
+            .is_some_and(|n| n.due != UNARMED)
     }
 
-    /// The instant the poll loop should wake up at: the end of the earliest tick that holds any armed timer; None when no timer is armed. It may be earlier than the true deadline of the timers in that slot (a slot can hold timers of later rounds), never later. Must be cheap to call every loop turn even with 1,000,000 armed timers (e.g. keep a bitmap of non-empty slots and find the next set bit from the current position word by word; do NOT scan all timers).
+    /// When the poll loop should wake up: the start of the earliest tick that holds
+    /// an armed timer (None when none is armed). A slot can hold timers of later
+    /// revolutions, so this may be early, never late; it costs a bitmap scan, not a
+    /// walk over the timers.
     ///
-    /// "End of the tick" is the instant from which `expire` processes that
-    /// tick, i.e. `start + due_tick * tick`, never later than the tick-rounded
-    /// deadline. If a timer is past due (scheduled for a tick that `expire` has
-    /// already passed) the result is at or before the `now` of the latest
-    /// `expire` call, so the poll timeout becomes zero.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// If a timer is past due (scheduled for a tick that `expire` has already
+    /// passed) the result is at or before the `now` of the latest `expire` call,
+    /// so the poll timeout becomes zero.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         if self.len == 0 {
             return None;
         }
@@ -162,11 +200,11 @@ impl TimerWheel {
         Some(self.tick_instant(self.cur + offset))
     }
 
-    /// Advances the wheel to `now`, removing every timer whose deadline is <= now and pushing its key into `expired` (order unspecified). Timers of later rounds in the visited slots stay. Cost proportional to the ticks elapsed (capped at one full revolution) plus the timers visited.
-    ///
-    /// "Deadline" means the tick-rounded deadline: a timer fires once
-    /// `floor((now - start) / tick) >= ceil((at - start) / tick)`.
-    pub fn expire(&mut self, now: Instant, expired: &mut Vec<usize>) {
+    /// Advances the wheel to `now`, disarming every timer whose tick-rounded deadline
+    /// has come (`floor((now - start) / tick) >= ceil((at - start) / tick)`) and
+    /// pushing its key into `expired`, in no particular order. Costs the ticks
+    /// elapsed (at most one revolution) plus the timers visited.
+    pub(crate) fn expire(&mut self, now: Instant, expired: &mut Vec<TimerKey>) {
         if now < self.start {
             // Tick 0 is not reached yet, nothing can be due.
             return;
@@ -192,26 +230,36 @@ impl TimerWheel {
     }
 
     /// Number of armed timers.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.len
     }
 
     /// True when no timer is armed.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    fn node(&self, key: u32) -> &Node {
+        &self.nodes[(key >> INDEX_BITS) as usize][(key & INDEX_MASK) as usize]
+    }
+
+    fn node_mut(&mut self, key: u32) -> &mut Node {
+        &mut self.nodes[(key >> INDEX_BITS) as usize][(key & INDEX_MASK) as usize]
+    }
+
     /// Fires every node of `list` with `due <= now_tick`, keeping the others.
-    fn expire_list(&mut self, list: usize, now_tick: u64, expired: &mut Vec<usize>) {
+    fn expire_list(&mut self, list: usize, now_tick: u64, expired: &mut Vec<TimerKey>) {
         let mut idx = self.heads[list];
         while idx != NONE {
-            let key = idx as usize;
-            let node = self.nodes[key];
+            let key = idx;
+            let node = *self.node(key);
             if node.due <= now_tick {
                 self.unlink(list, key);
-                self.nodes[key] = UNARMED_NODE;
+                *self.node_mut(key) = UNARMED_NODE;
                 self.len -= 1;
-                expired.push(key);
+                expired.push(TimerKey(key));
             }
             idx = node.next;
         }
@@ -227,25 +275,26 @@ impl TimerWheel {
     }
 
     /// Pushes `key` at the head of `list`.
-    fn push(&mut self, list: usize, key: usize) {
+    fn push(&mut self, list: usize, key: u32) {
         let head = self.heads[list];
         if head != NONE {
-            self.nodes[head as usize].prev = key as u32;
+            self.node_mut(head).prev = key;
         }
-        let node = &mut self.nodes[key];
+        let node = self.node_mut(key);
         node.prev = NONE;
         node.next = head;
-        self.heads[list] = key as u32;
+        let due = node.due;
+        self.heads[list] = key;
         if list < self.slots {
             self.bitmap[list / 64] |= 1 << (list % 64);
         } else {
-            self.overdue_min = self.overdue_min.min(self.nodes[key].due);
+            self.overdue_min = self.overdue_min.min(due);
         }
     }
 
     /// Unlinks `key` from `list` (leaves its `due` alone).
-    fn unlink(&mut self, list: usize, key: usize) {
-        let Node { prev, next, .. } = self.nodes[key];
+    fn unlink(&mut self, list: usize, key: u32) {
+        let Node { prev, next, .. } = *self.node(key);
         if prev == NONE {
             self.heads[list] = next;
             if next == NONE {
@@ -256,12 +305,12 @@ impl TimerWheel {
                 }
             }
         } else {
-            self.nodes[prev as usize].next = next;
+            self.node_mut(prev).next = next;
         }
         if next != NONE {
-            self.nodes[next as usize].prev = prev;
+            self.node_mut(next).prev = prev;
         }
-        let node = &mut self.nodes[key];
+        let node = self.node_mut(key);
         node.prev = NONE;
         node.next = NONE;
     }
@@ -336,9 +385,15 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A connection's key; the tests use one owner, `two_owners_do_not_mix` the others.
+    fn k(index: usize) -> TimerKey {
+        TimerKey::new(Owner::Conn, index).expect("index fits")
+    }
+
     fn run(w: &mut TimerWheel, now: Instant) -> Vec<usize> {
         let mut out = Vec::new();
         w.expire(now, &mut out);
+        let mut out: Vec<usize> = out.iter().map(|key| key.index()).collect();
         out.sort_unstable();
         out
     }
@@ -350,7 +405,7 @@ mod tests {
             let mut idx = w.heads[list];
             let mut prev = NONE;
             while idx != NONE {
-                let n = w.nodes[idx as usize];
+                let n = *w.node(idx);
                 assert_eq!(n.prev, prev);
                 assert_ne!(n.due, UNARMED);
                 assert_eq!(w.list_of(n.due), list);
@@ -367,8 +422,35 @@ mod tests {
             }
         }
         assert_eq!(seen, w.len);
-        let armed = w.nodes.iter().filter(|n| n.due != UNARMED).count();
+        let armed = w
+            .nodes
+            .iter()
+            .flatten()
+            .filter(|n| n.due != UNARMED)
+            .count();
         assert_eq!(armed, w.len);
+    }
+
+    #[test]
+    fn two_owners_do_not_mix() {
+        let s = Instant::now();
+        let mut w = TimerWheel::new(s, TICK, 8);
+        let app = TimerKey::new(Owner::App, 3).unwrap();
+        let scraper = TimerKey::new(Owner::Scraper, 3).unwrap();
+        w.schedule(k(3), s + ms(10));
+        w.schedule(app, s + ms(20));
+        w.schedule(scraper, s + ms(20));
+        w.cancel(scraper);
+        assert!(w.is_armed(k(3)) && w.is_armed(app) && !w.is_armed(scraper));
+        let mut out = Vec::new();
+        w.expire(s + ms(30), &mut out);
+        out.sort_by_key(|key| key.owner() as u8);
+        assert_eq!(out, vec![k(3), app]);
+        assert_eq!(app.owner(), Owner::App);
+        assert_eq!(app.index(), 3);
+        // Owners index from 0 on their own: no table grows for another's keys.
+        assert_eq!(w.nodes.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 4]);
+        check_invariants(&w);
     }
 
     #[test]
@@ -381,18 +463,18 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8);
         // 25 ms rounds up to tick 3 (30 ms).
-        w.schedule(1, s + ms(25));
-        assert!(w.is_armed(1));
+        w.schedule(k(1), s + ms(25));
+        assert!(w.is_armed(k(1)));
         assert_eq!(w.len(), 1);
         assert_eq!(w.next_deadline(), Some(s + ms(30)));
         assert!(run(&mut w, s + ms(25)).is_empty());
         assert!(run(&mut w, s + ms(29)).is_empty());
         assert_eq!(run(&mut w, s + ms(30)), vec![1]);
-        assert!(!w.is_armed(1));
+        assert!(!w.is_armed(k(1)));
         assert!(w.is_empty());
         assert_eq!(w.next_deadline(), None);
         // Exactly on a tick boundary.
-        w.schedule(2, s + ms(50));
+        w.schedule(k(2), s + ms(50));
         assert!(run(&mut w, s + ms(49)).is_empty());
         assert_eq!(run(&mut w, s + ms(50)), vec![2]);
         check_invariants(&w);
@@ -402,8 +484,8 @@ mod tests {
     fn deadline_at_start_and_before_start() {
         let s = Instant::now() + Duration::from_secs(1);
         let mut w = TimerWheel::new(s, TICK, 8);
-        w.schedule(0, s);
-        w.schedule(1, s - ms(500));
+        w.schedule(k(0), s);
+        w.schedule(k(1), s - ms(500));
         assert_eq!(w.next_deadline(), Some(s));
         assert_eq!(run(&mut w, s - ms(1)), Vec::<usize>::new());
         assert_eq!(run(&mut w, s), vec![0, 1]);
@@ -414,9 +496,9 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8);
         assert!(run(&mut w, s + ms(105)).is_empty());
-        w.schedule(3, s + ms(42));
-        w.schedule(4, s + ms(100));
-        w.schedule(5, s + ms(101)); // tick 11, not reached yet.
+        w.schedule(k(3), s + ms(42));
+        w.schedule(k(4), s + ms(100));
+        w.schedule(k(5), s + ms(101)); // tick 11, not reached yet.
         let nd = w.next_deadline().unwrap();
         assert!(nd <= s + ms(105));
         assert_eq!(run(&mut w, s + ms(105)), vec![3, 4]);
@@ -429,12 +511,12 @@ mod tests {
     fn reschedule_replaces() {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8);
-        w.schedule(7, s + ms(20));
-        w.schedule(7, s + ms(200));
+        w.schedule(k(7), s + ms(20));
+        w.schedule(k(7), s + ms(200));
         assert_eq!(w.len(), 1);
         assert!(run(&mut w, s + ms(100)).is_empty());
-        w.schedule(7, s + ms(120));
-        w.schedule(7, s + ms(120));
+        w.schedule(k(7), s + ms(120));
+        w.schedule(k(7), s + ms(120));
         assert_eq!(w.len(), 1);
         assert!(run(&mut w, s + ms(119)).is_empty());
         assert_eq!(run(&mut w, s + ms(120)), vec![7]);
@@ -446,17 +528,17 @@ mod tests {
     fn cancel_disarms() {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8);
-        w.cancel(5); // Unknown key.
-        w.schedule(5, s + ms(30));
-        w.schedule(6, s + ms(30));
-        w.cancel(5);
-        w.cancel(5);
-        w.cancel(1_000_000);
-        assert!(!w.is_armed(5));
-        assert!(!w.is_armed(1_000_000));
+        w.cancel(k(5)); // Unknown key.
+        w.schedule(k(5), s + ms(30));
+        w.schedule(k(6), s + ms(30));
+        w.cancel(k(5));
+        w.cancel(k(5));
+        w.cancel(k(1_000_000));
+        assert!(!w.is_armed(k(5)));
+        assert!(!w.is_armed(k(1_000_000)));
         assert_eq!(w.len(), 1);
         assert_eq!(run(&mut w, s + ms(40)), vec![6]);
-        w.cancel(6);
+        w.cancel(k(6));
         assert!(w.is_empty());
         assert_eq!(w.next_deadline(), None);
         check_invariants(&w);
@@ -467,14 +549,14 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 4);
         // Same slot, different rounds: ticks 1, 5, 9.
-        for k in 0..30 {
-            let round = (k % 3) as u64;
-            w.schedule(k, s + ms(10 + 40 * round));
+        for i in 0..30 {
+            let round = (i % 3) as u64;
+            w.schedule(k(i), s + ms(10 + 40 * round));
         }
         // Cancel a head, a middle and a tail node.
-        w.cancel(29);
-        w.cancel(15);
-        w.cancel(0);
+        w.cancel(k(29));
+        w.cancel(k(15));
+        w.cancel(k(0));
         check_invariants(&w);
         let want = |r: usize| -> Vec<usize> {
             (0..30)
@@ -494,7 +576,7 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8); // One revolution = 80 ms.
         let at = s + ms(1000); // Tick 100, 12.5 revolutions.
-        w.schedule(1, at);
+        w.schedule(k(1), at);
         let mut t = s;
         while t < at {
             assert!(run(&mut w, t).is_empty(), "fired early at {:?}", t - s);
@@ -508,12 +590,12 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 16);
         assert_eq!(w.next_deadline(), None);
-        w.schedule(1, s + ms(75));
-        w.schedule(2, s + ms(33));
+        w.schedule(k(1), s + ms(75));
+        w.schedule(k(2), s + ms(33));
         assert_eq!(w.next_deadline(), Some(s + ms(40)));
-        w.cancel(2);
+        w.cancel(k(2));
         assert_eq!(w.next_deadline(), Some(s + ms(80)));
-        w.cancel(1);
+        w.cancel(k(1));
         assert_eq!(w.next_deadline(), None);
     }
 
@@ -522,7 +604,7 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8);
         let at = s + ms(10_000); // Tick 1000, slot 0.
-        w.schedule(9, at);
+        w.schedule(k(9), at);
         let mut prev = w.next_deadline().unwrap();
         assert!(prev <= at);
         let mut wakeups = 0;
@@ -548,10 +630,10 @@ mod tests {
     fn expire_after_long_gap() {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8);
-        for k in 0..100 {
-            w.schedule(k, s + ms(10 * k as u64 + 5));
+        for i in 0..100 {
+            w.schedule(k(i), s + ms(10 * i as u64 + 5));
         }
-        w.schedule(100, s + Duration::from_secs(100));
+        w.schedule(k(100), s + Duration::from_secs(100));
         // 100 revolutions later, keys 0..100 are due (last at tick 100).
         let out = run(&mut w, s + ms(6400));
         assert_eq!(out, (0..100).collect::<Vec<_>>());
@@ -566,20 +648,20 @@ mod tests {
     fn odd_inputs_do_not_panic() {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, Duration::ZERO, 0);
-        w.schedule(0, s + Duration::from_secs(10 * 365 * 86_400));
-        w.schedule(1, s + Duration::from_secs(1 << 40));
-        w.schedule(usize::MAX, s);
-        assert!(!w.is_armed(usize::MAX));
+        w.schedule(k(0), s + Duration::from_secs(10 * 365 * 86_400));
+        w.schedule(k(1), s + Duration::from_secs(1 << 40));
+        assert!(TimerKey::new(Owner::Conn, usize::MAX).is_none());
+        assert!(TimerKey::new(Owner::App, 1 << 30).is_none());
         assert!(w.next_deadline().is_some());
         assert!(run(&mut w, s + ms(5)).is_empty());
         assert!(run(&mut w, s).is_empty()); // Earlier `now`.
         assert!(run(&mut w, s + Duration::from_secs(1 << 41)).len() <= 2);
         let mut w = TimerWheel::new(s, Duration::MAX, 5);
-        w.schedule(3, s + ms(1));
+        w.schedule(k(3), s + ms(1));
         assert!(w.next_deadline().is_some());
         assert!(run(&mut w, s + ms(2)).is_empty());
         let mut w = TimerWheel::new(s, TICK, 64);
-        w.schedule(0, s + Duration::from_secs(10 * 365 * 86_400));
+        w.schedule(k(0), s + Duration::from_secs(10 * 365 * 86_400));
         assert!(run(&mut w, s + Duration::from_secs(9 * 365 * 86_400)).is_empty());
         assert_eq!(
             run(&mut w, s + Duration::from_secs(10 * 365 * 86_400)),
@@ -592,28 +674,11 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, TICK, 8);
         assert!(run(&mut w, s + ms(500)).is_empty());
-        w.schedule(1, s + ms(200));
-        w.schedule(2, s + ms(520));
+        w.schedule(k(1), s + ms(200));
+        w.schedule(k(2), s + ms(520));
         assert!(run(&mut w, s + ms(100)).is_empty());
         assert_eq!(run(&mut w, s + ms(300)), vec![1]);
         assert_eq!(run(&mut w, s + ms(520)), vec![2]);
-    }
-
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
     }
 
     #[test]
@@ -624,7 +689,7 @@ mod tests {
     }
 
     fn randomized(seed: u64) {
-        let mut rng = XorShift(seed);
+        let mut rng = crate::testutil::XorShift(seed);
         let s = Instant::now();
         let tick_ms = 1 + rng.below(20);
         let tick = ms(tick_ms);
@@ -651,12 +716,12 @@ mod tests {
                         2 => now_ns + rng.below(span * 5 + 1),
                         _ => now_ns + rng.below(tick_ns * 3),
                     };
-                    w.schedule(key, s + Duration::from_nanos(at_ns));
+                    w.schedule(k(key), s + Duration::from_nanos(at_ns));
                     model[key] = Some(at_ns);
                 }
                 5 => {
                     let key = rng.below(keys as u64 + 5) as usize;
-                    w.cancel(key);
+                    w.cancel(k(key));
                     if key < keys {
                         model[key] = None;
                     }
@@ -678,6 +743,7 @@ mod tests {
                     let now_tick = now / tick_ns;
                     out.clear();
                     w.expire(s + Duration::from_nanos(now), &mut out);
+                    let mut out: Vec<usize> = out.iter().map(|key| key.index()).collect();
                     out.sort_unstable();
                     let mut want = Vec::new();
                     for (k, d) in model.iter_mut().enumerate() {
@@ -695,8 +761,8 @@ mod tests {
             // Cross-check state after every operation.
             let armed = model.iter().filter(|d| d.is_some()).count();
             assert_eq!(w.len(), armed);
-            for (k, d) in model.iter().enumerate() {
-                assert_eq!(w.is_armed(k), d.is_some());
+            for (i, d) in model.iter().enumerate() {
+                assert_eq!(w.is_armed(k(i)), d.is_some());
             }
             let earliest = model.iter().flatten().map(|&at| ceil_tick(at)).min();
             match (w.next_deadline(), earliest) {
@@ -720,11 +786,12 @@ mod tests {
         let s = Instant::now();
         let mut w = TimerWheel::new(s, ms(100), 512);
         let n = 200_000;
-        for k in 0..n {
-            w.schedule(k, s + ms(30_000 + (k as u64 % 5000)));
+        for i in 0..n {
+            w.schedule(k(i), s + ms(30_000 + (i as u64 % 5000)));
         }
         assert_eq!(w.len(), n);
-        assert!(w.nodes.len() * std::mem::size_of::<Node>() <= n * 16);
+        assert!(w.nodes[0].len() * std::mem::size_of::<Node>() <= n * 16);
+        assert!(w.nodes[1].is_empty() && w.nodes[2].is_empty());
         assert!(w.next_deadline().unwrap() <= s + ms(30_000));
         let out = run(&mut w, s + ms(40_000));
         assert_eq!(out.len(), n);

@@ -116,7 +116,7 @@ impl CtxJson for Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::handler::Command;
+    use crate::app::handler::Command;
     use serde::Deserialize;
     use std::collections::BTreeMap;
     use std::error::Error as _;

@@ -1,39 +1,16 @@
-//! What a connection's bytes travel over — TCP, a Unix socket, or TLS on TCP — behind
-//! one `Stream` type, so the connection state machine is one piece of code for all.
+//! The server's sockets: a connection's `Stream` (TCP, a Unix socket, or TLS on TCP)
+//! behind one type, so the connection state machine is one piece of code for all, and
+//! the `Listener` that accepts them.
 
+use super::transport::Transport;
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
-
-/// A byte stream a connection can run on.
-pub(crate) trait Transport: Read + Write {
-    /// Whether the transport holds output of its own (TLS records) the socket has not taken.
-    fn has_pending(&self) -> bool {
-        false
-    }
-
-    /// Pushes that output; `Ok(true)` once none is left.
-    fn flush_pending(&mut self) -> io::Result<bool> {
-        Ok(true)
-    }
-
-    /// Last words before the socket is dropped (a TLS close_notify).
-    fn close(&mut self) {}
-
-    /// Whether a read that returned less than asked means nothing more is queued, so
-    /// the next readiness edge will report new data (true of a kernel socket; not of
-    /// TLS, which buffers decrypted data of its own).
-    fn short_read_drains(&self) -> bool {
-        true
-    }
-}
-
-impl Transport for TcpStream {}
 
 /// Where the server listens: `127.0.0.1:8080` or `unix:/run/wsloop.sock`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +150,7 @@ pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
     #[cfg(feature = "tls")]
-    Tls(Box<crate::tls::TlsStream>),
+    Tls(Box<super::tls::TlsStream>),
 }
 
 macro_rules! each {
@@ -198,6 +175,10 @@ impl Write for Stream {
         each!(self, s => s.write(buf))
     }
 
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        each!(self, s => s.write_vectored(bufs))
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         each!(self, s => s.flush())
     }
@@ -205,62 +186,36 @@ impl Write for Stream {
 
 impl Transport for Stream {
     fn has_pending(&self) -> bool {
-        match self {
-            #[cfg(feature = "tls")]
-            Stream::Tls(s) => s.has_pending(),
-            _ => false,
-        }
+        each!(self, s => s.has_pending())
     }
 
     fn flush_pending(&mut self) -> io::Result<bool> {
-        match self {
-            #[cfg(feature = "tls")]
-            Stream::Tls(s) => s.flush_pending(),
-            _ => Ok(true),
-        }
+        each!(self, s => s.flush_pending())
+    }
+
+    fn shutdown_write(&mut self) {
+        each!(self, s => s.shutdown_write())
     }
 
     fn close(&mut self) {
-        #[cfg(feature = "tls")]
-        if let Stream::Tls(s) = self {
-            s.close();
-        }
+        each!(self, s => s.close())
     }
 
     fn short_read_drains(&self) -> bool {
-        match self {
-            #[cfg(feature = "tls")]
-            Stream::Tls(_) => false,
-            _ => true,
-        }
+        each!(self, s => s.short_read_drains())
     }
 }
 
 impl Source for Stream {
     fn register(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.register(r, t, i),
-            Stream::Unix(s) => s.register(r, t, i),
-            #[cfg(feature = "tls")]
-            Stream::Tls(s) => s.socket().register(r, t, i),
-        }
+        each!(self, s => s.register(r, t, i))
     }
 
     fn reregister(&mut self, r: &Registry, t: Token, i: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.reregister(r, t, i),
-            Stream::Unix(s) => s.reregister(r, t, i),
-            #[cfg(feature = "tls")]
-            Stream::Tls(s) => s.socket().reregister(r, t, i),
-        }
+        each!(self, s => s.reregister(r, t, i))
     }
 
     fn deregister(&mut self, r: &Registry) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.deregister(r),
-            Stream::Unix(s) => s.deregister(r),
-            #[cfg(feature = "tls")]
-            Stream::Tls(s) => s.socket().deregister(r),
-        }
+        each!(self, s => s.deregister(r))
     }
 }

@@ -1,0 +1,6 @@
+//! What applications see: the handler callbacks, the context they act through, and
+//! JSON helpers.
+
+pub(crate) mod handler;
+#[cfg(feature = "json")]
+pub mod json;

@@ -1,0 +1,77 @@
+//! A connection's deadlines: which one comes next, and when. The rules live here once;
+//! the connection acts on whichever has passed.
+
+use super::{Conn, Phase};
+use crate::config::Config;
+use std::time::{Duration, Instant};
+
+/// What a connection waits for, and what happens when the wait is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    /// The upgrade request must be complete (`handshake_timeout` after accept): drop.
+    Handshake,
+    /// Silent for `ping_interval`: send a Ping.
+    Ping,
+    /// Silent for `idle_timeout` though pinged: close with 1001.
+    Idle,
+    /// Output unsent for `write_timeout`: drop (a slow consumer).
+    Write,
+    /// Closing for `close_timeout` (no Close from the peer, output not drained, or
+    /// lingering): drop.
+    Close,
+}
+
+/// Milliseconds since the loop's epoch, wrapping every 49.7 days: 4 bytes per connection
+/// instead of a 16-byte `Instant`. Only differences are used, and a connection's silence
+/// never lasts anywhere near the wrap (the idle timeout ends it first).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stamp(u32);
+
+impl Stamp {
+    pub(crate) fn at(now: Instant, epoch: Instant) -> Stamp {
+        // Truncation is the wrap.
+        Stamp(now.saturating_duration_since(epoch).as_millis() as u32)
+    }
+
+    /// The instant this stamp stands for, as seen from `now`.
+    pub(crate) fn instant(self, now: Instant, epoch: Instant) -> Instant {
+        let ago = Stamp::at(now, epoch).0.wrapping_sub(self.0);
+        now.checked_sub(Duration::from_millis(u64::from(ago)))
+            .unwrap_or(epoch)
+    }
+}
+
+impl<S> Conn<S> {
+    /// The nearest deadline and its kind; None once the connection is dead.
+    pub(crate) fn deadline(
+        &self,
+        cfg: &Config,
+        now: Instant,
+        epoch: Instant,
+    ) -> Option<(Instant, Deadline)> {
+        let last_read = self.last_read.instant(now, epoch);
+        let busy = self.busy.as_deref();
+        match self.phase {
+            Phase::Handshake => Some((last_read + cfg.handshake_timeout, Deadline::Handshake)),
+            Phase::Open => {
+                let read = if self.pinged() {
+                    (last_read + cfg.idle_timeout, Deadline::Idle)
+                } else {
+                    (last_read + cfg.ping_interval, Deadline::Ping)
+                };
+                let write = busy
+                    .and_then(|b| b.out_since)
+                    .map(|t| (t + cfg.write_timeout, Deadline::Write));
+                Some(match write {
+                    Some(w) if w.0 < read.0 => w,
+                    _ => read,
+                })
+            }
+            Phase::Closing | Phase::Draining | Phase::Lingering => {
+                let since = busy.map_or(last_read, |b| b.since);
+                Some((since + cfg.close_timeout, Deadline::Close))
+            }
+            Phase::Dead => None,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! The way in: the upgrade request, then frames — scanned as they arrive, read once
+//! whole, and turned into messages for the handler. This is the one frame path: no
+//! frame reaches the handler any other way.
+
+use super::{Conn, Edge, Effects, Env, Phase, flag};
+use crate::app::handler::Handler;
+use crate::io::transport::Transport;
+use crate::protocol::frame::{
+    self, Head, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+};
+use crate::protocol::handshake::{self, Outcome};
+use crate::protocol::scan::{Rejected, ScanError};
+use log::debug;
+use std::io::ErrorKind;
+use std::time::Instant;
+use tungstenite::{Bytes, Message, Utf8Bytes};
+
+/// A partial frame grows by doubling until this much of it has arrived; then room for
+/// the rest is reserved at once (a client must send real data before its header's
+/// claim is trusted with memory).
+const RESERVE_AFTER: usize = 64 << 10;
+
+/// Reads of the scratch buffer one connection may do per readiness event before the
+/// loop serves the others (it comes back to this one on the next turn).
+const READS_PER_TURN: u32 = 16;
+
+impl<S: Transport> Conn<S> {
+    pub(super) fn read_request<H: Handler>(
+        &mut self,
+        now: Instant,
+        scratch: &mut [u8],
+        env: &mut Env<H>,
+    ) {
+        loop {
+            let n = match self.stream.read(scratch) {
+                Ok(0) => {
+                    debug!("{}: closed during handshake", self.peer);
+                    self.phase = Phase::Dead;
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    debug!("{}: read failed during handshake: {e}", self.peer);
+                    self.phase = Phase::Dead;
+                    return;
+                }
+            };
+            let over_limit = self.flags & flag::OVER_LIMIT != 0;
+            let peer = self.peer;
+            let busy = self.busy(now, env);
+            let before = busy.partial.len();
+            busy.partial.extend_from_slice(&scratch[..n]);
+            // Parse the first bytes (so a TLS hello or other non-HTTP gets its 400 at once)
+            // and then once per new line: a request trickling in byte by byte must not
+            // cost a parse per byte.
+            let new_line = scratch[..n].contains(&b'\n');
+            if before > 0 && !new_line && busy.partial.len() <= env.cfg.max_request {
+                continue;
+            }
+            match handshake::evaluate(&busy.partial, env.cfg, peer, over_limit) {
+                Outcome::Partial => continue,
+                Outcome::Respond { status, reply } => {
+                    debug!("{peer}: answered over HTTP with {status}");
+                    if status != 200 {
+                        *env.stats.handshakes_failed.entry(status).or_default() += 1;
+                    }
+                    busy.partial.clear();
+                    busy.out.push_bytes(&reply);
+                    self.linger(now);
+                    return self.flush(now, env);
+                }
+                Outcome::Accept {
+                    reply,
+                    consumed,
+                    request,
+                } => {
+                    let mut rest = busy.partial.split_off(consumed);
+                    busy.partial.clear();
+                    busy.out.push_bytes(&reply);
+                    env.stats.handshakes_ok += 1;
+                    self.phase = Phase::Open;
+                    self.flags |= flag::OPENED;
+                    self.last_read = super::Stamp::at(now, env.epoch);
+                    self.effects |= Effects::RESCHEDULE;
+                    debug!(
+                        "{peer}: open {} subprotocol={}",
+                        request.path,
+                        request.subprotocol.as_deref().unwrap_or("-")
+                    );
+                    env.handler.on_open(env.ctx, env.id, &request);
+                    self.dispatch(now, env);
+                    // Bytes sent right behind the request are the first frames.
+                    if !rest.is_empty() {
+                        self.ingest(&mut rest, now, env);
+                    }
+                    return self.read_frames(now, scratch, env, Edge::Revisit);
+                }
+            }
+        }
+    }
+
+    pub(super) fn read_frames<H: Handler>(
+        &mut self,
+        now: Instant,
+        scratch: &mut [u8],
+        env: &mut Env<H>,
+        edge: Edge,
+    ) {
+        // A short read from a kernel socket took everything queued: reading again would
+        // only return WouldBlock, one syscall per batch for nothing (edge-triggered
+        // epoll reports whatever arrives later).
+        let stop_short = edge == Edge::New && self.stream.short_read_drains();
+        let mut reads = 0;
+        while self.reading() {
+            if self.pending_output() > env.cfg.max_pending_output {
+                self.flags |= flag::READ_PAUSED;
+                break;
+            }
+            if reads == READS_PER_TURN {
+                self.effects |= Effects::REVISIT;
+                break;
+            }
+            let n = match self.stream.read(scratch) {
+                Ok(0) => return self.gone("peer closed the connection", now, env),
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return self.gone(&format!("read failed: {e}"), now, env),
+            };
+            reads += 1;
+            self.last_read = super::Stamp::at(now, env.epoch);
+            if self.pinged() {
+                // The answer to our ping: the next one is due a ping interval from now,
+                // not at the idle deadline the timer holds (once per ping, not per message).
+                self.flags &= !flag::PINGED;
+                self.effects |= Effects::RESCHEDULE;
+            }
+            self.ingest(&mut scratch[..n], now, env);
+            if stop_short && n < scratch.len() {
+                break;
+            }
+        }
+        self.flush(now, env);
+    }
+
+    /// Frames are still being read: open, or closing and waiting for the peer's Close.
+    fn reading(&self) -> bool {
+        matches!(self.phase, Phase::Open | Phase::Closing)
+    }
+
+    /// Scans newly received bytes and reads the whole frames among them; keeps the
+    /// start of an incomplete frame for later.
+    fn ingest<H: Handler>(&mut self, data: &mut [u8], now: Instant, env: &mut Env<H>) {
+        let busy = self.busy(now, env);
+        let (complete, error) = match busy.scanner.scan(data) {
+            Ok(c) => (c, None),
+            Err(Rejected { complete, error }) => (complete, Some(error)),
+        };
+        if busy.partial.is_empty() {
+            let (frames, rest) = data.split_at_mut(complete);
+            self.read_region(frames, now, env);
+            if error.is_none()
+                && self.reading()
+                && let Some(busy) = self.busy.as_deref_mut()
+            {
+                busy.partial.extend_from_slice(rest);
+            }
+        } else {
+            let prev = busy.partial.len();
+            let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(0);
+            if prev + data.len() >= RESERVE_AFTER && complete == 0 {
+                busy.partial.reserve(data.len() + rest);
+            }
+            busy.partial.extend_from_slice(data);
+            if complete > 0 {
+                let mut frames = std::mem::take(&mut busy.partial);
+                busy.partial = frames.split_off(prev + complete);
+                self.read_owned(frames, now, env);
+            }
+        }
+        if let Some(e) = error
+            && self.reading()
+        {
+            let (code, reason) = match e {
+                ScanError::Protocol(r) => (1002, r),
+                ScanError::FrameTooLarge => (1009, "frame too large"),
+                ScanError::MessageTooLarge => (1009, "message too large"),
+                ScanError::InvalidUtf8 => (1007, "invalid UTF-8 in text message"),
+            };
+            self.fail(code, reason, now, env);
+        }
+    }
+
+    /// Frames assembled in a buffer of their own: one whole message in one frame
+    /// becomes the message without a copy.
+    fn read_owned<H: Handler>(&mut self, mut frames: Vec<u8>, now: Instant, env: &mut Env<H>) {
+        if let Some(head) = frame::read_head(&frames)
+            && head.frame_len() == frames.len()
+            && head.is_final()
+            && matches!(head.opcode(), OP_TEXT | OP_BINARY)
+        {
+            frame::unmask(&mut frames[head.header_len..], head.mask);
+            let payload = Bytes::from(frames).slice(head.header_len..);
+            return self.deliver(head.opcode(), payload, now, env);
+        }
+        self.read_region(&mut frames, now, env);
+    }
+
+    /// Reads the whole, approved frames of `region`, unmasking them in place.
+    fn read_region<H: Handler>(&mut self, region: &mut [u8], now: Instant, env: &mut Env<H>) {
+        let mut pos = 0;
+        while pos < region.len() && self.reading() {
+            let Some(head) = frame::read_head(&region[pos..]) else {
+                // The scanner approved whole frames only; never trust a broken promise.
+                return self.fail(1002, "malformed frame", now, env);
+            };
+            let payload = &mut region[pos + head.header_len..pos + head.frame_len()];
+            frame::unmask(payload, head.mask);
+            self.on_frame(head, payload, now, env);
+            pos += head.frame_len();
+        }
+    }
+
+    fn on_frame<H: Handler>(&mut self, head: Head, payload: &[u8], now: Instant, env: &mut Env<H>) {
+        match head.opcode() {
+            OP_TEXT | OP_BINARY if head.is_final() => {
+                self.deliver(head.opcode(), Bytes::copy_from_slice(payload), now, env);
+            }
+            OP_TEXT | OP_BINARY | OP_CONTINUATION => {
+                let busy = self.busy(now, env);
+                if head.opcode() != OP_CONTINUATION {
+                    busy.message_opcode = head.opcode();
+                }
+                busy.message.extend_from_slice(payload);
+                if head.is_final() {
+                    let message = Bytes::from(std::mem::take(&mut busy.message));
+                    let opcode = busy.message_opcode;
+                    self.deliver(opcode, message, now, env);
+                }
+            }
+            OP_PING if self.phase == Phase::Open => {
+                self.queue_frame(OP_PONG, &Bytes::copy_from_slice(payload), now, env);
+            }
+            OP_PING | OP_PONG => {}
+            OP_CLOSE => self.on_close_frame(payload, now, env),
+            _ => self.fail(1002, "reserved opcode", now, env),
+        }
+    }
+
+    /// Hands a complete message to the handler, then carries out what it asked for.
+    fn deliver<H: Handler>(&mut self, opcode: u8, payload: Bytes, now: Instant, env: &mut Env<H>) {
+        // After our Close the handler has had on_close: later messages are dropped.
+        if self.phase != Phase::Open || self.flags & flag::OPENED == 0 {
+            return;
+        }
+        env.stats.messages_in += 1;
+        env.stats.bytes_in += payload.len() as u64;
+        let msg = if opcode == OP_TEXT {
+            // SAFETY: the scanner validated every byte of this text message as UTF-8
+            // (across fragments) before any of its frames was read.
+            Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(payload) })
+        } else {
+            Message::Binary(payload)
+        };
+        env.handler.on_message(env.ctx, env.id, msg);
+        self.dispatch(now, env);
+        if self.pending_output() >= env.cfg.write_buffer {
+            self.flush(now, env);
+        }
+    }
+
+    /// Reads and throws away what a failed peer still sends, up to `max_message`
+    /// bytes; then waits, without reading, for it to hang up or the close timeout.
+    pub(super) fn discard_input<H: Handler>(
+        &mut self,
+        now: Instant,
+        scratch: &mut [u8],
+        env: &mut Env<H>,
+        edge: Edge,
+    ) {
+        if self.flags & flag::READ_PAUSED != 0 {
+            if edge == Edge::Hangup {
+                self.phase = Phase::Dead;
+            }
+            return;
+        }
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.phase = Phase::Dead;
+                    return;
+                }
+                Ok(n) => {
+                    let busy = self.busy(now, env);
+                    busy.discarded += n;
+                    if busy.discarded > env.cfg.max_message {
+                        self.flags |= flag::READ_PAUSED;
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.phase = Phase::Dead;
+                    return;
+                }
+            }
+        }
+    }
+}
