@@ -9,7 +9,7 @@ use crate::protocol::frame::{
     self, Head, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
 use crate::protocol::handshake::{self, Outcome};
-use crate::protocol::scan::{Rejected, ScanError};
+use crate::protocol::scan::Rejected;
 use log::debug;
 use std::io::ErrorKind;
 use std::time::Instant;
@@ -183,12 +183,7 @@ impl<S: Transport> Conn<S> {
         if let Some(e) = error
             && self.reading()
         {
-            let (code, reason) = match e {
-                ScanError::Protocol(r) => (1002, r),
-                ScanError::FrameTooLarge => (1009, "frame too large"),
-                ScanError::MessageTooLarge => (1009, "message too large"),
-                ScanError::InvalidUtf8 => (1007, "invalid UTF-8 in text message"),
-            };
+            let (code, reason) = e.close();
             self.fail(code, reason, now, env);
         }
     }

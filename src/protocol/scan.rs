@@ -24,6 +24,18 @@ pub(crate) enum ScanError {
     InvalidUtf8,
 }
 
+impl ScanError {
+    /// The close code RFC 6455 gives this error, and a reason for the Close frame.
+    pub(crate) fn close(self) -> (u16, &'static str) {
+        match self {
+            ScanError::Protocol(reason) => (1002, reason),
+            ScanError::FrameTooLarge => (1009, "frame too large"),
+            ScanError::MessageTooLarge => (1009, "message too large"),
+            ScanError::InvalidUtf8 => (1007, "invalid UTF-8 in text message"),
+        }
+    }
+}
+
 /// A rejected chunk: the error, and how much of the chunk was whole frames before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rejected {

@@ -343,3 +343,17 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slab slot is what an idle connection costs besides its wheel node.
+    #[test]
+    fn slot_is_small() {
+        let size = std::mem::size_of::<Slot<crate::io::stream::Stream>>();
+        // mio's sockets carry a selector id in debug builds only.
+        let limit = if cfg!(debug_assertions) { 80 } else { 72 };
+        assert!(size <= limit, "Slot is {size} bytes");
+    }
+}
