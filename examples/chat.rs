@@ -51,7 +51,7 @@ impl Room {
     fn broadcast(&self, ctx: &mut Ctx, except: ConnId, text: String) {
         let msg = Message::text(text);
         for &id in self.members.keys().filter(|&&id| id != except) {
-            ctx.send(id, msg.clone());
+            let _ = ctx.send(id, msg.clone());
         }
     }
 
@@ -84,7 +84,9 @@ impl Handler for Room {
                 self.broadcast(ctx, conn, line);
             }
             // The server answers pings itself; only binary reaches here besides text.
-            _ => ctx.close(conn, 1003, "text only"),
+            _ => {
+                let _ = ctx.close(conn, 1003, "text only");
+            }
         }
     }
 

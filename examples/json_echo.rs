@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, ErrorKind};
-use wsloop::json::{CtxJson, from_message};
+use wsloop::json::{SendJson, from_message};
 use wsloop::{Config, ConnId, Ctx, Handler, Message, Server};
 
 /// A request: `{"op":"add","a":1,"b":2}`.

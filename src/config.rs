@@ -1,5 +1,5 @@
-//! Every tunable of the server, its default, its validation, and the parsing of the
-//! human-friendly size (`4KiB`) and duration (`500ms`) forms the CLI accepts.
+//! Every tunable of the server, its default and its validation, and how sizes and
+//! durations are shown (`4KiB`, `500ms`).
 
 use std::fmt;
 use std::time::Duration;
@@ -56,6 +56,9 @@ pub struct Config {
     pub console: bool,
     /// Serve Prometheus metrics at `GET /metrics` on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Requests a [`Sender`](crate::Sender) may queue for the loop; more are refused
+    /// with [`SendError::Full`](crate::SendError::Full).
+    pub sender_queue: usize,
     /// Serve wss:// with this rustls configuration (see `wsloop::tls::load_server_config`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -63,6 +66,7 @@ pub struct Config {
 
 /// File descriptors kept back from `max_connections`: the listener, the poll, logging,
 /// signals, and the sockets accepted only to be told 503 (`REJECT_SLACK`).
+#[doc(hidden)]
 pub const FD_RESERVE: usize = 100;
 
 impl Default for Config {
@@ -87,6 +91,7 @@ impl Default for Config {
             reuse_port: false,
             console: false,
             metrics_listen: None,
+            sender_queue: 16_384,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -140,6 +145,9 @@ impl Config {
         if self.max_connections == 0 {
             return err("max connections must be at least 1".into());
         }
+        if self.sender_queue == 0 {
+            return err("sender queue must hold at least 1 request".into());
+        }
         if self.max_connections_per_ip == Some(0) {
             return err("max connections per ip must be at least 1".into());
         }
@@ -181,55 +189,13 @@ impl Config {
     }
 }
 
-fn is_token_byte(b: u8) -> bool {
+/// Whether `b` may appear in an HTTP token (RFC 9110 §5.6.2).
+pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// Parses `4096`, `4KiB`, `4kb`, `16MiB`, `1GiB` (binary multiples; `k`/`KB` mean KiB too).
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected e.g. 4KiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => {
-            return Err(format!(
-                "invalid size unit in {s:?}: use B, KiB, MiB or GiB"
-            ));
-        }
-    };
-    n.checked_mul(1 << shift)
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| format!("size {s:?} is too large"))
-}
-
-/// Parses `500ms`, `30s`, `2m`, `1h` (a bare number means seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms or 30s"))?;
-    let ms = match unit.trim() {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1_000),
-        "m" | "min" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    ms.map(Duration::from_millis)
-        .ok_or_else(|| format!("duration {s:?} is too long"))
-}
-
 /// Formats a duration the way `parse_duration` reads it.
-pub fn show_duration(d: Duration) -> String {
+pub(crate) fn show_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
@@ -239,7 +205,7 @@ pub fn show_duration(d: Duration) -> String {
 }
 
 /// Formats a size the way `parse_size` reads it.
-pub fn show_size(n: usize) -> String {
+pub(crate) fn show_size(n: usize) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
         if n >= 1 << shift && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
@@ -292,32 +258,6 @@ impl fmt::Display for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096"), Ok(4096));
-        assert_eq!(parse_size("4KiB"), Ok(4096));
-        assert_eq!(parse_size("4kb"), Ok(4096));
-        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
-        assert!(parse_size("").is_err());
-        assert!(parse_size("12XB").is_err());
-        assert!(parse_size("-1").is_err());
-        assert!(parse_size("99999999999999999999GiB").is_err());
-        assert_eq!(show_size(16 << 20), "16MiB");
-        assert_eq!(show_size(1000), "1000B");
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("18446744073709551615h").is_err());
-        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
-    }
 
     #[test]
     fn validation() {

@@ -11,6 +11,9 @@
 #![warn(missing_docs)]
 
 mod app;
+#[cfg(feature = "cli")]
+#[doc(hidden)]
+pub mod cli;
 pub mod config;
 mod conn;
 #[doc(hidden)]
@@ -21,16 +24,18 @@ mod server;
 #[cfg(test)]
 mod testutil;
 
-pub use app::handler::{Close, ConnId, Ctx, Echo, Handler};
+pub use app::ctx::{Ctx, SendError};
+pub use app::handler::{AutoPong, Close, ConnId, Echo, Handler, Timer, Upgrade};
 #[cfg(feature = "json")]
 pub use app::json;
+pub use app::sender::Sender;
 pub use config::{Config, ConfigError, OriginPolicy};
-pub use io::stream::ListenAddr;
+pub use io::stream::{ListenAddr, ToListenAddr};
 #[cfg(feature = "tls")]
 pub use io::tls;
 pub use protocol::handshake::Request;
 #[doc(hidden)]
 pub use server::REJECT_SLACK;
-pub use server::Server;
 pub use server::metrics;
+pub use server::{Server, Shutdown};
 pub use tungstenite::{Bytes, Message, Utf8Bytes};

@@ -447,7 +447,7 @@ fn build_embed() -> std::path::PathBuf {
 }
 
 #[test]
-fn embed_example_serves_websocket_and_tcp_from_one_poll() {
+fn embed_example_bridges_tcp_lines_to_websocket_clients_from_one_poll() {
     let bin = build_embed();
     let mut child = Guard(
         Command::new(&bin)
@@ -476,7 +476,7 @@ fn embed_example_serves_websocket_and_tcp_from_one_poll() {
         let line = rx
             .recv_timeout(left)
             .expect("embed did not print both listening addresses");
-        if let Some(a) = line.strip_prefix("tcp echo listening on ") {
+        if let Some(a) = line.strip_prefix("tcp lines listening on ") {
             tcp_addr = Some(a.trim().parse().expect("tcp address"));
         } else if let Some(rest) = line.split("listening on ws://").nth(1) {
             ws_url = Some(format!("ws://{}", rest.trim()));
@@ -486,32 +486,70 @@ fn embed_example_serves_websocket_and_tcp_from_one_poll() {
     let ws_url = ws_url.unwrap();
     assert!(ws_url.ends_with("/ws"), "{ws_url}");
 
-    // Both services at once, from two threads, interleaved with each other.
+    // Two WebSocket clients; every line written on the plain TCP side reaches both,
+    // in order, while the first one's echoes go on interleaved with the lines.
     let mut ws = connect(&ws_url);
-    let mut tcp = TcpStream::connect(tcp_addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let tcp_thread = std::thread::spawn(move || {
-        for i in 0..200 {
-            let msg = format!("plain line {i}\n").repeat(1 + i % 7);
-            tcp.write_all(msg.as_bytes()).unwrap();
-            let mut got = vec![0u8; msg.len()];
-            tcp.read_exact(&mut got).unwrap();
-            assert_eq!(got, msg.as_bytes(), "plain TCP echo {i}");
-        }
-        tcp
-    });
-    for i in 0..200 {
-        if i % 2 == 0 {
-            assert_echo(&mut ws, Message::text(format!("ws text {i}")));
-        } else {
-            assert_echo(&mut ws, Message::binary(vec![i as u8; 1 + i * 50]));
-        }
-    }
-    let mut tcp = tcp_thread.join().expect("plain TCP echo failed");
-    // A second WebSocket client while the first is still open.
     let mut ws2 = connect(&ws_url);
     assert_echo(&mut ws2, Message::text("second client"));
+    let mut tcp = TcpStream::connect(tcp_addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let lines: Vec<String> = (0..200).map(|i| format!("plain line {i}")).collect();
+    let mut sent = 0;
+    let mut got = [Vec::new(), Vec::new()];
+    for i in 0..200 {
+        // Lines go out in bursts, some split across writes, with a CRLF or a LF.
+        if i % 3 == 0 && sent < lines.len() {
+            let burst: String = lines[sent..(sent + 5).min(lines.len())]
+                .iter()
+                .map(|l| format!("{l}\r\n"))
+                .collect();
+            let (a, b) = burst.as_bytes().split_at(burst.len() / 2);
+            tcp.write_all(a).unwrap();
+            tcp.write_all(b).unwrap();
+            sent = (sent + 5).min(lines.len());
+        }
+        let echo = if i % 2 == 0 {
+            Message::text(format!("ws text {i}"))
+        } else {
+            Message::binary(vec![i as u8; 1 + i * 50])
+        };
+        ws.send(echo.clone()).unwrap();
+        loop {
+            match ws.read().expect("read on the first client") {
+                Message::Text(t) if t.starts_with("plain line ") => got[0].push(t.to_string()),
+                Message::Ping(_) | Message::Pong(_) => {}
+                m => {
+                    assert_eq!(m, echo, "echo {i}");
+                    break;
+                }
+            }
+        }
+    }
+    tcp.write_all(
+        lines[sent..]
+            .iter()
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+            .as_bytes(),
+    )
+    .unwrap();
+    while got[0].len() < lines.len() {
+        match ws
+            .read()
+            .expect("the rest of the lines on the first client")
+        {
+            Message::Text(t) => got[0].push(t.to_string()),
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    while got[1].len() < lines.len() {
+        match ws2.read().expect("lines on the second client") {
+            Message::Text(t) => got[1].push(t.to_string()),
+            m => panic!("unexpected {m:?}"),
+        }
+    }
+    assert_eq!(got[0], lines, "first client");
+    assert_eq!(got[1], lines, "second client");
     // The WebSocket side refuses a bad request with an HTTP status, like the binary.
     let ws_addr: SocketAddr = ws_url["ws://".len()..ws_url.len() - "/ws".len()]
         .parse()

@@ -1,12 +1,13 @@
 //! JSON messages (feature `json`): the counterpart of gorilla's `ReadJSON`/`WriteJSON`.
 //!
-//! [`CtxJson::send_json`] serializes a value into a text message and queues it like
-//! [`Ctx::send`]; [`from_message`] parses a received text or binary message.
-//! [`to_message`] encodes once for a value that goes to many connections.
+//! [`SendJson::send_json`] serializes a value into a text message and queues it like
+//! [`Ctx::send`] — on a callback's `Ctx`, on [`Server::ctx`](crate::Server::ctx), or on
+//! a [`Sender`] from another thread; [`from_message`] parses a received text or binary
+//! message. [`to_message`] encodes once for a value that goes to many connections.
 //!
 //! ```
 //! use serde::Deserialize;
-//! use wsloop::json::{CtxJson, from_message};
+//! use wsloop::json::{SendJson, from_message};
 //! use wsloop::{ConnId, Ctx, Handler, Message};
 //!
 //! #[derive(Deserialize)]
@@ -28,7 +29,7 @@
 //! }
 //! ```
 
-use crate::{ConnId, Ctx, Message};
+use crate::{ConnId, Ctx, Message, SendError, Sender};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -41,6 +42,8 @@ pub enum JsonError {
     Decode(serde_json::Error),
     /// The value could not be serialized (e.g. a map whose keys are not strings).
     Encode(serde_json::Error),
+    /// The message was encoded but not accepted (the connection is closed, say).
+    Send(SendError),
 }
 
 impl fmt::Display for JsonError {
@@ -49,6 +52,7 @@ impl fmt::Display for JsonError {
             JsonError::NotData => f.write_str("not a text or binary message"),
             JsonError::Decode(e) => write!(f, "invalid JSON message: {e}"),
             JsonError::Encode(e) => write!(f, "cannot encode JSON: {e}"),
+            JsonError::Send(e) => write!(f, "JSON message not sent: {e}"),
         }
     }
 }
@@ -58,6 +62,7 @@ impl std::error::Error for JsonError {
         match self {
             JsonError::NotData => None,
             JsonError::Decode(e) | JsonError::Encode(e) => Some(e),
+            JsonError::Send(e) => Some(e),
         }
     }
 }
@@ -87,13 +92,15 @@ pub fn to_message<T: Serialize + ?Sized>(value: &T) -> Result<Message, JsonError
 
 mod sealed {
     pub trait Sealed {}
-    impl Sealed for crate::Ctx {}
+    impl Sealed for crate::Ctx<'_> {}
+    impl Sealed for crate::Sender {}
 }
 
-/// JSON sending for [`Ctx`]; bring it into scope with `use wsloop::json::CtxJson`.
-pub trait CtxJson: sealed::Sealed {
-    /// Serializes `value` and queues it for `conn` as a text message, like
-    /// [`Ctx::send`]. On an encoding error nothing is queued.
+/// JSON sending for [`Ctx`] (and so for [`Server::ctx`](crate::Server::ctx)) and for
+/// [`Sender`]; bring it into scope with `use wsloop::json::SendJson`.
+pub trait SendJson: sealed::Sealed {
+    /// Serializes `value` and queues it for `conn` as a text message, like `send`. On
+    /// an error nothing is queued.
     fn send_json<T: Serialize + ?Sized>(
         &mut self,
         conn: ConnId,
@@ -101,22 +108,30 @@ pub trait CtxJson: sealed::Sealed {
     ) -> Result<(), JsonError>;
 }
 
-impl CtxJson for Ctx {
+impl SendJson for Ctx<'_> {
     fn send_json<T: Serialize + ?Sized>(
         &mut self,
         conn: ConnId,
         value: &T,
     ) -> Result<(), JsonError> {
-        let msg = to_message(value)?;
-        self.send(conn, msg);
-        Ok(())
+        self.send(conn, to_message(value)?).map_err(JsonError::Send)
+    }
+}
+
+impl SendJson for Sender {
+    fn send_json<T: Serialize + ?Sized>(
+        &mut self,
+        conn: ConnId,
+        value: &T,
+    ) -> Result<(), JsonError> {
+        self.send(conn, to_message(value)?).map_err(JsonError::Send)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::handler::Command;
+    use crate::app::ctx::{Command, ConnCommand, IdTable};
     use serde::Deserialize;
     use std::collections::BTreeMap;
     use std::error::Error as _;
@@ -194,20 +209,37 @@ mod tests {
         assert!(err.to_string().contains("missing field `y`"), "{err}");
     }
 
+    /// Two open connections in slots 7 and 8, and one that closed, in slot 9.
+    fn table() -> (IdTable, [ConnId; 3]) {
+        let mut ids = IdTable::default();
+        let open = [ids.id(7), ids.id(8), ids.id(9)];
+        ids.update(7, true, 0);
+        ids.update(8, true, 0);
+        (ids, open)
+    }
+
     #[test]
     fn send_json_queues_a_text_message() {
-        let mut ctx = Ctx::default();
-        ctx.send_json(ConnId(7), &Point { x: 3, y: 4 }).unwrap();
-        ctx.send_json(ConnId(8), "just a string").unwrap();
-        assert_eq!(ctx.commands.len(), 2);
-        match &ctx.commands[0] {
-            (ConnId(7), Command::Send(Message::Text(t))) => {
+        let (ids, [a, b, closed]) = table();
+        let mut commands = Vec::new();
+        let mut ctx = Ctx {
+            commands: &mut commands,
+            ids: &ids,
+            current: None,
+        };
+        ctx.send_json(a, &Point { x: 3, y: 4 }).unwrap();
+        ctx.send_json(b, "just a string").unwrap();
+        let err = ctx.send_json(closed, "late").unwrap_err();
+        assert!(matches!(err, JsonError::Send(SendError::Closed)), "{err:?}");
+        assert_eq!(commands.len(), 2);
+        match &commands[0] {
+            Command::Conn(id, ConnCommand::Send(Message::Text(t))) if *id == a => {
                 assert_eq!(t.as_str(), r#"{"x":3,"y":4}"#)
             }
             other => panic!("unexpected command {other:?}"),
         }
-        match &ctx.commands[1] {
-            (ConnId(8), Command::Send(Message::Text(t))) => {
+        match &commands[1] {
+            Command::Conn(id, ConnCommand::Send(Message::Text(t))) if *id == b => {
                 assert_eq!(t.as_str(), r#""just a string""#)
             }
             other => panic!("unexpected command {other:?}"),
@@ -219,12 +251,18 @@ mod tests {
         // JSON object keys must be strings; a sequence key cannot be encoded.
         let mut bad = BTreeMap::new();
         bad.insert(vec![1u8, 2], 3);
-        let mut ctx = Ctx::default();
-        let err = ctx.send_json(ConnId(1), &bad).unwrap_err();
+        let (ids, [a, _, _]) = table();
+        let mut commands = Vec::new();
+        let mut ctx = Ctx {
+            commands: &mut commands,
+            ids: &ids,
+            current: None,
+        };
+        let err = ctx.send_json(a, &bad).unwrap_err();
         assert!(matches!(err, JsonError::Encode(_)), "{err:?}");
         assert!(err.to_string().starts_with("cannot encode JSON: "), "{err}");
         assert!(err.source().is_some());
-        assert!(ctx.commands.is_empty());
+        assert!(commands.is_empty());
         assert!(matches!(to_message(&bad), Err(JsonError::Encode(_))));
     }
 

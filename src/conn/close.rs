@@ -131,7 +131,7 @@ impl<S: Transport> Conn<S> {
             code,
             reason: reason.to_string(),
         };
-        env.handler.on_close(env.ctx, env.id, &close);
-        self.dispatch(now, env);
+        let id = env.id;
+        self.callback(now, env, |h, ctx| h.on_close(ctx, id, &close));
     }
 }

@@ -2,6 +2,7 @@
 //! the connection acts on whichever has passed.
 
 use super::{Conn, Phase};
+use crate::app::ctx::Timeouts;
 use crate::config::Config;
 use std::time::{Duration, Instant};
 
@@ -46,18 +47,21 @@ impl<S> Conn<S> {
     pub(crate) fn deadline(
         &self,
         cfg: &Config,
+        timeouts: Timeouts,
         now: Instant,
         epoch: Instant,
     ) -> Option<(Instant, Deadline)> {
+        let idle_timeout = timeouts.idle_timeout.unwrap_or(cfg.idle_timeout);
+        let ping_interval = timeouts.ping_interval.unwrap_or(cfg.ping_interval);
         let last_read = self.last_read.instant(now, epoch);
         let busy = self.busy.as_deref();
         match self.phase {
             Phase::Handshake => Some((last_read + cfg.handshake_timeout, Deadline::Handshake)),
             Phase::Open => {
                 let read = if self.pinged() {
-                    (last_read + cfg.idle_timeout, Deadline::Idle)
+                    (last_read + idle_timeout, Deadline::Idle)
                 } else {
-                    (last_read + cfg.ping_interval, Deadline::Ping)
+                    (last_read + ping_interval, Deadline::Ping)
                 };
                 let write = busy
                     .and_then(|b| b.out_since)

@@ -21,7 +21,8 @@ mod read;
 pub(crate) use busy::Pool;
 pub(crate) use deadline::Deadline;
 
-use crate::app::handler::{Command, ConnId, Ctx, Handler};
+use crate::app::ctx::{Command, ConnCommand, Ctx, Current, Timeouts};
+use crate::app::handler::{ConnId, Handler};
 use crate::config::Config;
 use crate::io::transport::Transport;
 use crate::protocol::frame::{self, MAX_CONTROL, OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
@@ -105,12 +106,16 @@ pub(crate) struct Env<'a, H> {
     pub(crate) pool: &'a mut Pool,
     pub(crate) stats: &'a mut Stats,
     pub(crate) handler: &'a mut H,
-    pub(crate) ctx: &'a mut Ctx,
-    /// Commands for other connections, applied by the loop after this call.
-    pub(crate) deferred: &'a mut Vec<(ConnId, Command)>,
+    /// What callbacks act through; it collects their commands.
+    pub(crate) ctx: Ctx<'a>,
+    /// Commands for anything but this connection, carried out by the loop after
+    /// this call.
+    pub(crate) deferred: &'a mut Vec<Command>,
     /// The loop's start: connection timestamps count milliseconds from it.
     pub(crate) epoch: Instant,
     pub(crate) id: ConnId,
+    /// This connection's heartbeat, where the application set one of its own.
+    pub(crate) timeouts: Timeouts,
 }
 
 /// One client connection.
@@ -129,6 +134,11 @@ pub(crate) struct Conn<S> {
 impl<S> Conn<S> {
     fn pinged(&self) -> bool {
         self.flags & flag::PINGED != 0
+    }
+
+    /// Open, and the application has not been told otherwise: messages are accepted.
+    pub(crate) fn is_open(&self) -> bool {
+        self.phase == Phase::Open && self.flags & flag::OPENED != 0
     }
 }
 
@@ -196,9 +206,16 @@ impl<S: Transport> Conn<S> {
         std::mem::take(&mut self.effects)
     }
 
-    /// The socket is writable: send what is pending.
+    /// The socket is writable: send what is pending, and tell the handler how much
+    /// still waits.
     pub(crate) fn on_writable<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) -> Effects {
+        let waited = self.pending_output() > 0;
         self.flush(now, env);
+        if waited && self.is_open() {
+            let (id, buffered) = (env.id, self.pending_output());
+            self.callback(now, env, |h, ctx| h.on_drain(ctx, id, buffered));
+            self.flush(now, env);
+        }
         std::mem::take(&mut self.effects)
     }
 
@@ -206,7 +223,7 @@ impl<S: Transport> Conn<S> {
     /// may be early: a busy connection never moves it, see `deadline`).
     pub(crate) fn on_timer<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) -> Effects {
         self.effects |= Effects::RESCHEDULE;
-        let Some((at, kind)) = self.deadline(env.cfg, now, env.epoch) else {
+        let Some((at, kind)) = self.deadline(env.cfg, env.timeouts, now, env.epoch) else {
             return std::mem::take(&mut self.effects);
         };
         if at > now {
@@ -246,25 +263,27 @@ impl<S: Transport> Conn<S> {
     /// written: the loop flushes once the call that made it is over.
     pub(crate) fn apply<H: Handler>(
         &mut self,
-        cmd: Command,
+        cmd: ConnCommand,
         now: Instant,
         env: &mut Env<H>,
     ) -> Effects {
-        if self.phase == Phase::Open && self.flags & flag::OPENED != 0 {
+        if self.is_open() {
             match cmd {
-                Command::Send(msg) => self.send(msg, now, env),
-                Command::Close(code, reason) => self.close(code, &reason, Phase::Closing, now, env),
+                ConnCommand::Send(msg) => self.send(msg, now, env),
+                ConnCommand::Close(code, reason) => {
+                    self.close(code, &reason, Phase::Closing, now, env)
+                }
             }
+        } else {
+            env.stats.commands_dropped += 1;
         }
         std::mem::take(&mut self.effects)
     }
 
-    /// Graceful shutdown: Close 1001 to open connections, drop half-open ones.
-    pub(crate) fn shutdown<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) -> Effects {
-        match self.phase {
-            Phase::Handshake => self.phase = Phase::Dead,
-            Phase::Open => self.close(1001, "server shutting down", Phase::Closing, now, env),
-            _ => {}
+    /// Shutdown: a connection still in its handshake is dropped.
+    pub(crate) fn drop_handshake<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) -> Effects {
+        if self.phase == Phase::Handshake {
+            self.gone("server shutting down", now, env);
         }
         std::mem::take(&mut self.effects)
     }
@@ -360,21 +379,43 @@ impl<S: Transport> Conn<S> {
         self.busy(now, env).out.push_frame(&header[..used], payload);
     }
 
-    /// Routes the commands a callback made: its own connection's are applied at once,
-    /// in order, the others' after this call, by the loop.
+    /// Calls the handler about this connection, then carries out what it asked.
+    fn callback<H: Handler, R>(
+        &mut self,
+        now: Instant,
+        env: &mut Env<H>,
+        f: impl FnOnce(&mut H, &mut Ctx) -> R,
+    ) -> R {
+        env.ctx.current = Some(Current {
+            id: env.id,
+            open: self.is_open(),
+            buffered: self.pending_output(),
+        });
+        let r = f(env.handler, &mut env.ctx);
+        env.ctx.current = None;
+        self.dispatch(now, env);
+        r
+    }
+
+    /// Routes the commands a callback made: this connection's are applied at once, in
+    /// order; everything else is the loop's, after this call.
     fn dispatch<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) {
+        if env.ctx.commands.is_empty() {
+            return;
+        }
         // Taken and given back so the command list keeps its allocation.
-        let mut commands = std::mem::take(&mut env.ctx.commands);
-        for (id, cmd) in commands.drain(..) {
-            if id == env.id {
-                let effects = self.apply(cmd, now, env);
-                self.effects |= effects;
-            } else {
-                env.deferred.push((id, cmd));
+        let mut commands = std::mem::take(env.ctx.commands);
+        for cmd in commands.drain(..) {
+            match cmd {
+                Command::Conn(id, c) if id == env.id => {
+                    let effects = self.apply(c, now, env);
+                    self.effects |= effects;
+                }
+                other => env.deferred.push(other),
             }
         }
         if env.ctx.commands.is_empty() {
-            env.ctx.commands = commands;
+            *env.ctx.commands = commands;
         }
     }
 }

@@ -3,14 +3,14 @@
 //! frame reaches the handler any other way.
 
 use super::{Conn, Edge, Effects, Env, Phase, flag};
-use crate::app::handler::Handler;
+use crate::app::handler::{AutoPong, Handler, Upgrade};
 use crate::io::transport::Transport;
 use crate::protocol::frame::{
     self, Head, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
 };
 use crate::protocol::handshake::{self, Outcome};
 use crate::protocol::scan::Rejected;
-use log::debug;
+use log::{debug, warn};
 use std::io::ErrorKind;
 use std::time::Instant;
 use tungstenite::{Bytes, Message, Utf8Bytes};
@@ -72,13 +72,39 @@ impl<S: Transport> Conn<S> {
                     return self.flush(now, env);
                 }
                 Outcome::Accept {
-                    reply,
+                    accept_key,
                     consumed,
                     request,
                 } => {
                     let mut rest = busy.partial.split_off(consumed);
                     busy.partial.clear();
+                    let verdict = env.handler.on_upgrade(&request);
+                    let reply = match &verdict {
+                        Upgrade::Accept { headers } => {
+                            handshake::switching_protocols(&accept_key, &request, headers)
+                        }
+                        Upgrade::Reject {
+                            status,
+                            reason,
+                            headers,
+                        } => handshake::refusal(*status, reason, headers),
+                    };
+                    let (status, reply) = match (verdict, reply) {
+                        (Upgrade::Accept { .. }, Ok(reply)) => (101, reply),
+                        (Upgrade::Reject { status, .. }, Ok(reply)) => (status, reply),
+                        (_, Err(e)) => {
+                            warn!("on_upgrade answered what cannot be sent: {e}");
+                            let reply = handshake::error_reply(500, "internal error", &[]);
+                            (500, reply)
+                        }
+                    };
                     busy.out.push_bytes(&reply);
+                    if status != 101 {
+                        debug!("{peer}: answered over HTTP with {status}");
+                        *env.stats.handshakes_failed.entry(status).or_default() += 1;
+                        self.linger(now);
+                        return self.flush(now, env);
+                    }
                     env.stats.handshakes_ok += 1;
                     self.phase = Phase::Open;
                     self.flags |= flag::OPENED;
@@ -89,8 +115,8 @@ impl<S: Transport> Conn<S> {
                         request.path,
                         request.subprotocol.as_deref().unwrap_or("-")
                     );
-                    env.handler.on_open(env.ctx, env.id, &request);
-                    self.dispatch(now, env);
+                    let id = env.id;
+                    self.callback(now, env, |h, ctx| h.on_open(ctx, id, &request));
                     // Bytes sent right behind the request are the first frames.
                     if !rest.is_empty() {
                         self.ingest(&mut rest, now, env);
@@ -235,8 +261,16 @@ impl<S: Transport> Conn<S> {
                     self.deliver(opcode, message, now, env);
                 }
             }
-            OP_PING if self.phase == Phase::Open => {
-                self.queue_frame(OP_PONG, &Bytes::copy_from_slice(payload), now, env);
+            OP_PING if self.is_open() => {
+                let id = env.id;
+                let reply = self.callback(now, env, |h, ctx| h.on_ping(ctx, id, payload));
+                if reply == AutoPong::Send && self.is_open() {
+                    self.queue_frame(OP_PONG, &Bytes::copy_from_slice(payload), now, env);
+                }
+            }
+            OP_PONG if self.is_open() => {
+                let id = env.id;
+                self.callback(now, env, |h, ctx| h.on_pong(ctx, id, payload));
             }
             OP_PING | OP_PONG => {}
             OP_CLOSE => self.on_close_frame(payload, now, env),
@@ -247,7 +281,7 @@ impl<S: Transport> Conn<S> {
     /// Hands a complete message to the handler, then carries out what it asked for.
     fn deliver<H: Handler>(&mut self, opcode: u8, payload: Bytes, now: Instant, env: &mut Env<H>) {
         // After our Close the handler has had on_close: later messages are dropped.
-        if self.phase != Phase::Open || self.flags & flag::OPENED == 0 {
+        if !self.is_open() {
             return;
         }
         env.stats.messages_in += 1;
@@ -259,8 +293,8 @@ impl<S: Transport> Conn<S> {
         } else {
             Message::Binary(payload)
         };
-        env.handler.on_message(env.ctx, env.id, msg);
-        self.dispatch(now, env);
+        let id = env.id;
+        self.callback(now, env, |h, ctx| h.on_message(ctx, id, msg));
         if self.pending_output() >= env.cfg.write_buffer {
             self.flush(now, env);
         }

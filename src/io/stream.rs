@@ -27,6 +27,62 @@ impl From<SocketAddr> for ListenAddr {
     }
 }
 
+impl ListenAddr {
+    /// The TCP port (None for a Unix socket).
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            ListenAddr::Tcp(a) => Some(a.port()),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+
+    /// The TCP address (None for a Unix socket).
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Tcp(a) => Some(*a),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+}
+
+/// What [`Server::bind`](crate::Server::bind) accepts as an address: a `SocketAddr`,
+/// a `ListenAddr`, or text such as `"127.0.0.1:0"` or `"unix:/run/wsloop.sock"`.
+pub trait ToListenAddr {
+    /// The address, or `InvalidInput` for text that names none.
+    fn to_listen_addr(&self) -> io::Result<ListenAddr>;
+}
+
+impl ToListenAddr for ListenAddr {
+    fn to_listen_addr(&self) -> io::Result<ListenAddr> {
+        Ok(self.clone())
+    }
+}
+
+impl ToListenAddr for SocketAddr {
+    fn to_listen_addr(&self) -> io::Result<ListenAddr> {
+        Ok(ListenAddr::Tcp(*self))
+    }
+}
+
+impl ToListenAddr for str {
+    fn to_listen_addr(&self) -> io::Result<ListenAddr> {
+        self.parse()
+            .map_err(|e: String| io::Error::new(io::ErrorKind::InvalidInput, e))
+    }
+}
+
+impl ToListenAddr for String {
+    fn to_listen_addr(&self) -> io::Result<ListenAddr> {
+        self.as_str().to_listen_addr()
+    }
+}
+
+impl<T: ToListenAddr + ?Sized> ToListenAddr for &T {
+    fn to_listen_addr(&self) -> io::Result<ListenAddr> {
+        (**self).to_listen_addr()
+    }
+}
+
 impl FromStr for ListenAddr {
     type Err = String;
 

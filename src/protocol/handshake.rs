@@ -36,10 +36,10 @@ impl Request {
 pub(crate) enum Outcome {
     /// The request is not complete yet.
     Partial,
-    /// Upgrade: `reply` is the 101 response; `consumed` bytes were the request, the rest
-    /// are the start of the first frame.
+    /// Upgrade, once the application agrees ([`switching_protocols`] makes the 101):
+    /// `consumed` bytes were the request, the rest are the start of the first frame.
     Accept {
-        reply: Vec<u8>,
+        accept_key: String,
         consumed: usize,
         request: Request,
     },
@@ -139,16 +139,7 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
         );
     }
     let subprotocol = choose_subprotocol(&cfg.subprotocols, &req);
-    let mut reply = Vec::with_capacity(160);
-    reply.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
-    );
-    reply.extend_from_slice(tungstenite::handshake::derive_accept_key(key).as_bytes());
-    if let Some(p) = &subprotocol {
-        reply.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
-        reply.extend_from_slice(p.as_bytes());
-    }
-    reply.extend_from_slice(b"\r\n\r\n");
+    let accept_key = tungstenite::handshake::derive_accept_key(key);
     let request = Request {
         path: target.to_string(),
         headers: req
@@ -165,10 +156,67 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
         peer,
     };
     Outcome::Accept {
-        reply,
+        accept_key,
         consumed,
         request,
     }
+}
+
+/// The 101 response, with the application's extra headers; Err if one of them is not
+/// a valid header line (a name that is no HTTP token, a value with a line break).
+pub(crate) fn switching_protocols(
+    accept_key: &str,
+    request: &Request,
+    extra: &[(String, String)],
+) -> Result<Vec<u8>, String> {
+    let mut reply = Vec::with_capacity(160);
+    reply.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+    );
+    reply.extend_from_slice(accept_key.as_bytes());
+    if let Some(p) = &request.subprotocol {
+        reply.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        reply.extend_from_slice(p.as_bytes());
+    }
+    reply.extend_from_slice(b"\r\n");
+    for line in header_lines(extra)? {
+        reply.extend_from_slice(line.as_bytes());
+        reply.extend_from_slice(b"\r\n");
+    }
+    reply.extend_from_slice(b"\r\n");
+    Ok(reply)
+}
+
+/// An application's refusal: its status, reason and headers as an HTTP response.
+pub(crate) fn refusal(
+    status: u16,
+    reason: &str,
+    extra: &[(String, String)],
+) -> Result<Vec<u8>, String> {
+    if !(400..=599).contains(&status) {
+        return Err(format!("refusal status {status} is not 4xx or 5xx"));
+    }
+    let lines = header_lines(extra)?;
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let body: String = reason.chars().filter(|c| !c.is_control()).collect();
+    Ok(error_reply(status, &body, &lines))
+}
+
+/// `Name: value` lines; Err for a name that is no HTTP token or a value with a line
+/// break (which would let a header smuggle in others).
+fn header_lines(headers: &[(String, String)]) -> Result<Vec<String>, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            if name.is_empty() || !name.bytes().all(crate::config::is_token_byte) {
+                return Err(format!("header name {name:?} is not an HTTP token"));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(format!("header {name} has a line break in its value"));
+            }
+            Ok(format!("{name}: {value}"))
+        })
+        .collect()
 }
 
 /// The browser console (`--console`): one self-contained page that talks to `ws_path`.
@@ -211,11 +259,14 @@ pub(crate) fn error_reply(status: u16, body: &str, extra: &[&str]) -> Vec<u8> {
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         426 => "Upgrade Required",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
     }
@@ -300,13 +351,18 @@ mod tests {
     fn accepts_and_derives_the_rfc_example_key() {
         let req = request("") + "!";
         let Outcome::Accept {
-            reply, consumed, ..
+            accept_key,
+            consumed,
+            request,
         } = evaluate(req.as_bytes(), &Config::default(), peer(), false)
         else {
             panic!("not accepted")
         };
         assert_eq!(consumed, req.len() - 1);
+        let extra = [("Set-Cookie".to_string(), "s=1".to_string())];
+        let reply = switching_protocols(&accept_key, &request, &extra).unwrap();
         let reply = String::from_utf8(reply).unwrap();
+        assert!(reply.ends_with("\r\nSet-Cookie: s=1\r\n\r\n"), "{reply}");
         assert!(reply.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     }
 
@@ -350,6 +406,33 @@ mod tests {
     }
 
     #[test]
+    fn application_headers_are_checked() {
+        let req = request("");
+        let Outcome::Accept {
+            accept_key,
+            request,
+            ..
+        } = evaluate(req.as_bytes(), &Config::default(), peer(), false)
+        else {
+            panic!()
+        };
+        let bad = [("X-A".to_string(), "v\r\nInjected: 1".to_string())];
+        assert!(switching_protocols(&accept_key, &request, &bad).is_err());
+        let bad = [("X A".to_string(), "v".to_string())];
+        assert!(switching_protocols(&accept_key, &request, &bad).is_err());
+        let r = refusal(
+            401,
+            "login first",
+            &[("WWW-Authenticate".into(), "Bearer".into())],
+        );
+        let r = String::from_utf8(r.unwrap()).unwrap();
+        assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{r}");
+        assert!(r.contains("\r\nWWW-Authenticate: Bearer\r\n"), "{r}");
+        assert!(r.ends_with("\r\n\r\nlogin first\n"), "{r}");
+        assert!(refusal(200, "no", &[]).is_err());
+    }
+
+    #[test]
     fn origin_policies() {
         let list = OriginPolicy::List(vec!["https://app.example".into()]);
         assert!(origin_allowed(&list, b"https://app.example", "x"));
@@ -372,13 +455,14 @@ mod tests {
         let req = request("Sec-WebSocket-Protocol: a, b\r\n");
         let Outcome::Accept {
             request: chosen,
-            reply,
+            accept_key,
             ..
         } = evaluate(req.as_bytes(), &cfg, peer(), false)
         else {
             panic!()
         };
         assert_eq!(chosen.subprotocol.as_deref(), Some("b"));
+        let reply = switching_protocols(&accept_key, &chosen, &[]).unwrap();
         assert!(
             String::from_utf8(reply)
                 .unwrap()

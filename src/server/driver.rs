@@ -4,12 +4,16 @@
 //! connections and applies their [`Effects`]. The server and the fuzzers use this same
 //! driver; only where the streams come from differs.
 
-use crate::app::handler::{Command, ConnId, Ctx, Handler};
+use super::Shutdown;
+use super::app_timers::AppTimers;
+use super::drain::Drain;
+use super::metrics::Stats;
+use super::timer::{Owner, TimerKey, TimerWheel};
+use crate::app::ctx::{Command, Ctx, IdTable, Timeouts};
+use crate::app::handler::{ConnId, Handler};
 use crate::config::Config;
 use crate::conn::{Conn, Edge, Effects, Env, Pool};
 use crate::io::transport::Transport;
-use crate::server::metrics::Stats;
-use crate::server::timer::{Owner, TimerKey, TimerWheel};
 use log::debug;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -32,6 +36,8 @@ struct Slot<S> {
     writable: bool,
     /// Commands from elsewhere queued output: flush at the end of the turn.
     dirty: bool,
+    /// The generation of the id this connection has (see `IdTable`).
+    generation: u32,
     /// Counts toward the connection limits: handshaking, open or closing, not on its
     /// way out after an answer (a rejected client that keeps its socket open is no
     /// longer served, even while the connection lingers).
@@ -47,9 +53,20 @@ pub(crate) struct Driver<S, H> {
     pool: Pool,
     scratch: Box<[u8]>,
     pub(crate) handler: H,
-    ctx: Ctx,
-    /// Commands for other connections than the one a callback was about.
-    deferred: Vec<(ConnId, Command)>,
+    /// Which ids are open; what `Ctx` checks sends against.
+    pub(crate) ids: IdTable,
+    /// What callbacks asked for, while they run.
+    commands: Vec<Command>,
+    /// Commands for the loop to carry out: from callbacks (for anything but the
+    /// connection called back), from the `Server` and from `Sender`s.
+    pub(crate) deferred: Vec<Command>,
+    app_timers: AppTimers,
+    /// Heartbeats the application set per connection, by slot.
+    timeouts: HashMap<u32, Timeouts>,
+    /// Closes spread over a period, during a graceful shutdown.
+    drain: Option<Drain>,
+    /// A shutdown a callback or another thread asked for, for the server to begin.
+    pub(crate) shutdown_request: Option<Shutdown>,
     /// Connections with input left to read without a new readiness edge.
     revisit: Vec<usize>,
     /// Connections that got output from commands and wait for their flush.
@@ -74,8 +91,13 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             pool: Pool::new(POOL_MAX),
             scratch: vec![0; SCRATCH].into_boxed_slice(),
             handler,
-            ctx: Ctx::default(),
+            ids: IdTable::default(),
+            commands: Vec::new(),
             deferred: Vec::new(),
+            app_timers: AppTimers::default(),
+            timeouts: HashMap::new(),
+            drain: None,
+            shutdown_request: None,
             revisit: Vec::new(),
             dirty: Vec::new(),
             expired: Vec::new(),
@@ -132,11 +154,13 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             return None;
         }
         let conn = Conn::new(stream, peer, now, self.epoch, over_limit);
+        let generation = self.ids.id(key).generation;
         entry.insert(Slot {
             conn,
             writable: false,
             dirty: false,
             counted: true,
+            generation,
         });
         self.counted += 1;
         self.settle(registry, key, Effects::RESCHEDULE, now);
@@ -176,13 +200,20 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         let mut expired = std::mem::take(&mut self.expired);
         self.wheel.expire(now, &mut expired);
         for &key in &expired {
-            if key.owner() != Owner::Conn {
-                others.push(key);
-                continue;
-            }
-            let key = key.index();
-            if let Some(effects) = self.with_conn(key, |conn, _, env| conn.on_timer(now, env)) {
-                self.settle(registry, key, effects, now);
+            match key.owner() {
+                Owner::Conn => {
+                    let key = key.index();
+                    let effects = self.with_conn(key, |conn, _, env| conn.on_timer(now, env));
+                    if let Some(effects) = effects {
+                        self.settle(registry, key, effects, now);
+                    }
+                }
+                Owner::App => {
+                    if let Some(timer) = self.app_timers.fired(key.index()) {
+                        self.call_handler(|h, ctx| h.on_timer(ctx, timer));
+                    }
+                }
+                Owner::Scraper => others.push(key),
             }
         }
         expired.clear();
@@ -206,42 +237,90 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             revisit.clear();
             self.revisit = revisit;
         }
+        self.close_drained(now);
         self.run_deferred(registry, now);
     }
 
-    /// Starts the close of every connection (1001), dropping half-open ones.
-    pub(crate) fn shutdown(&mut self, registry: &Registry, now: Instant) {
+    /// Drops the connections still in their handshake and closes the open ones with
+    /// `code`, spread evenly over `period` (all at once when it is zero).
+    pub(crate) fn shutdown(
+        &mut self,
+        registry: &Registry,
+        now: Instant,
+        code: u16,
+        reason: &str,
+        period: Duration,
+    ) {
+        let mut open = Vec::new();
         let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
         for key in keys {
-            if let Some(effects) = self.with_conn(key, |conn, _, env| conn.shutdown(now, env)) {
+            let effects = self.with_conn(key, |conn, _, env| conn.drop_handshake(now, env));
+            if let Some(effects) = effects {
                 self.settle(registry, key, effects, now);
             }
+            if self.slots.contains(key) {
+                open.push(self.ids.id(key));
+            }
         }
+        self.drain = Some(Drain {
+            ids: open,
+            done: 0,
+            start: now,
+            period,
+            code,
+            reason: reason.to_string(),
+        });
+        self.close_drained(now);
         self.run_deferred(registry, now);
+    }
+
+    /// When the next spread close is due, during a drain.
+    pub(crate) fn next_drain_close(&self) -> Option<Instant> {
+        self.drain.as_ref().and_then(Drain::next_at)
     }
 
     /// Work is waiting that no event will announce.
     pub(crate) fn has_work(&self) -> bool {
-        !self.revisit.is_empty()
+        !self.revisit.is_empty() || !self.deferred.is_empty()
     }
 
-    /// Applies commands made for other connections, then flushes every connection
-    /// they gave output to. Repeats while callbacks (on_close of a failed write) make
-    /// more.
+    /// Armed application timers.
+    pub(crate) fn app_timers(&self) -> usize {
+        self.app_timers.len()
+    }
+
+    /// Queues the closes of a drain that are due.
+    fn close_drained(&mut self, now: Instant) {
+        let Some(drain) = self.drain.as_mut() else {
+            return;
+        };
+        let due = drain.due(now);
+        for &id in &drain.ids[drain.done..due] {
+            self.deferred.push(Command::Conn(
+                id,
+                crate::app::ctx::ConnCommand::Close(drain.code, drain.reason.clone()),
+            ));
+        }
+        drain.done = due;
+    }
+
+    /// Calls the handler outside any connection's event (an application timer).
+    fn call_handler(&mut self, f: impl FnOnce(&mut H, &mut Ctx)) {
+        let mut ctx = Ctx {
+            commands: &mut self.commands,
+            ids: &self.ids,
+            current: None,
+        };
+        f(&mut self.handler, &mut ctx);
+        self.deferred.append(&mut self.commands);
+    }
+
+    /// Carries out the loop's commands, then flushes every connection they gave
+    /// output to. Repeats while that makes more (an on_close after a failed write).
     fn run_deferred(&mut self, registry: &Registry, now: Instant) {
         while !self.deferred.is_empty() || !self.dirty.is_empty() {
-            for (id, cmd) in std::mem::take(&mut self.deferred) {
-                let key = id.0;
-                let effects = self.with_conn(key, |conn, _, env| conn.apply(cmd, now, env));
-                if let Some(effects) = effects {
-                    if let Some(slot) = self.slots.get_mut(key)
-                        && !slot.dirty
-                    {
-                        slot.dirty = true;
-                        self.dirty.push(key);
-                    }
-                    self.settle(registry, key, effects, now);
-                }
+            for cmd in std::mem::take(&mut self.deferred) {
+                self.run(registry, cmd, now);
             }
             for key in std::mem::take(&mut self.dirty) {
                 let effects = self.with_conn(key, |conn, _, env| {
@@ -258,6 +337,48 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         }
     }
 
+    fn run(&mut self, registry: &Registry, cmd: Command, now: Instant) {
+        match cmd {
+            Command::Conn(id, cmd) => {
+                if !self.ids.is_open(id) {
+                    self.stats.commands_dropped += 1;
+                    return;
+                }
+                let key = id.key();
+                let Some(effects) = self.with_conn(key, |conn, _, env| conn.apply(cmd, now, env))
+                else {
+                    return;
+                };
+                if let Some(slot) = self.slots.get_mut(key)
+                    && !slot.dirty
+                {
+                    slot.dirty = true;
+                    self.dirty.push(key);
+                }
+                self.settle(registry, key, effects, now);
+            }
+            Command::SetTimer(timer, after) => {
+                if timer.conn.is_none_or(|c| self.ids.is_open(c)) {
+                    self.app_timers.set(timer, now + after, &mut self.wheel);
+                }
+            }
+            Command::CancelTimer(timer) => self.app_timers.cancel(timer, &mut self.wheel),
+            Command::Shutdown(how) => {
+                self.shutdown_request.get_or_insert(how);
+            }
+            Command::Timeouts(id, timeouts) => {
+                if self.ids.is_open(id) {
+                    if timeouts == Timeouts::default() {
+                        self.timeouts.remove(&id.key);
+                    } else {
+                        self.timeouts.insert(id.key, timeouts);
+                    }
+                    self.settle(registry, id.key(), Effects::RESCHEDULE, now);
+                }
+            }
+        }
+    }
+
     /// Calls `f` on connection `key` with what it borrows from the loop; None if there
     /// is no such connection.
     fn with_conn(
@@ -265,16 +386,26 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         key: usize,
         f: impl FnOnce(&mut Conn<S>, &mut [u8], &mut Env<H>) -> Effects,
     ) -> Option<Effects> {
+        let timeouts = self.timeouts_of(key);
         let slot = self.slots.get_mut(key)?;
+        let id = ConnId {
+            key: key as u32,
+            generation: slot.generation,
+        };
         let mut env = Env {
             cfg: &self.cfg,
             pool: &mut self.pool,
             stats: &mut self.stats,
             handler: &mut self.handler,
-            ctx: &mut self.ctx,
+            ctx: Ctx {
+                commands: &mut self.commands,
+                ids: &self.ids,
+                current: None,
+            },
             deferred: &mut self.deferred,
             epoch: self.epoch,
-            id: ConnId(key),
+            id,
+            timeouts,
         };
         Some(f(&mut slot.conn, &mut self.scratch, &mut env))
     }
@@ -299,8 +430,12 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             if let Some(timer) = TimerKey::new(Owner::Conn, key) {
                 self.wheel.cancel(timer);
             }
+            self.ids.release(key);
+            self.app_timers.conn_closed(key, &mut self.wheel);
+            self.timeouts.remove(&(key as u32));
             return;
         }
+        self.ids.update(key, conn.is_open(), conn.pending_output());
         conn.release_idle(&self.cfg, &mut self.pool);
         let pending = conn.pending_output() as u64;
         self.stats.pending_output_high_water = self.stats.pending_output_high_water.max(pending);
@@ -322,7 +457,9 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         if effects.contains(Effects::RESCHEDULE)
             && let Some(timer) = TimerKey::new(Owner::Conn, key)
         {
-            match conn.deadline(&self.cfg, now, self.epoch) {
+            let timeouts = self.timeouts_of(key);
+            let conn = &self.slots[key].conn;
+            match conn.deadline(&self.cfg, timeouts, now, self.epoch) {
                 Some((at, _)) => self.wheel.schedule(timer, at),
                 None => self.wheel.cancel(timer),
             }
@@ -330,6 +467,16 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         if effects.contains(Effects::REVISIT) {
             self.revisit.push(key);
         }
+    }
+
+    fn timeouts_of(&self, key: usize) -> Timeouts {
+        if self.timeouts.is_empty() {
+            return Timeouts::default();
+        }
+        self.timeouts
+            .get(&(key as u32))
+            .copied()
+            .unwrap_or_default()
     }
 
     fn forget_ip(&mut self, ip: IpAddr) {

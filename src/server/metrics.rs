@@ -34,6 +34,19 @@ pub struct Stats {
     pub deadline_closes: DeadlineCloses,
     /// Largest pending output any connection had.
     pub pending_output_high_water: u64,
+    /// Sends and closes for connections that were no longer open when the loop came
+    /// to them (they closed after the request was made).
+    pub commands_dropped: u64,
+}
+
+/// What the loop reports alongside the counters, read when a scraper asks.
+#[derive(Debug, Default)]
+pub(crate) struct Gauges {
+    pub(crate) open_connections: usize,
+    pub(crate) pooled: usize,
+    pub(crate) sender_queued: usize,
+    pub(crate) sender_rejected: u64,
+    pub(crate) app_timers: usize,
 }
 
 /// Deadline closes by kind.
@@ -50,8 +63,8 @@ pub struct DeadlineCloses {
 }
 
 impl Stats {
-    /// The Prometheus text exposition of these counters and the given gauges.
-    pub fn render(&self, open_connections: usize, pooled: usize) -> String {
+    /// The Prometheus text exposition of these counters and the loop's gauges.
+    pub(crate) fn render(&self, gauges: &Gauges) -> String {
         let mut o = String::with_capacity(2048);
         let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
             let _ = writeln!(
@@ -72,13 +85,13 @@ impl Stats {
             "open_connections",
             "gauge",
             "Connections held, handshakes included.",
-            &one(open_connections as u64),
+            &one(gauges.open_connections as u64),
         );
         metric(
             "pooled_contexts",
             "gauge",
             "Busy states and contexts kept for reuse.",
-            &one(pooled as u64),
+            &one(gauges.pooled as u64),
         );
         metric(
             "handshakes_ok_total",
@@ -144,6 +157,30 @@ impl Stats {
             "counter",
             "Connections dropped at a deadline, by kind.",
             &rows,
+        );
+        metric(
+            "commands_dropped_total",
+            "counter",
+            "Sends and closes for connections already closed when the loop came to them.",
+            &one(self.commands_dropped),
+        );
+        metric(
+            "sender_queue_depth",
+            "gauge",
+            "Requests from Senders waiting for the loop.",
+            &one(gauges.sender_queued as u64),
+        );
+        metric(
+            "sender_rejected_total",
+            "counter",
+            "Sender requests refused because the queue was full.",
+            &one(gauges.sender_rejected),
+        );
+        metric(
+            "app_timers",
+            "gauge",
+            "Application timers armed.",
+            &one(gauges.app_timers as u64),
         );
         metric(
             "pending_output_high_water_bytes",
@@ -307,7 +344,12 @@ mod tests {
         };
         s.closes.insert(1000, 2);
         s.handshakes_failed.insert(404, 1);
-        let text = s.render(5, 1);
+        let gauges = Gauges {
+            open_connections: 5,
+            pooled: 1,
+            ..Gauges::default()
+        };
+        let text = s.render(&gauges);
         assert!(
             text.contains("# TYPE wsloop_messages_in_total counter\nwsloop_messages_in_total 3\n")
         );

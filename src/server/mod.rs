@@ -1,37 +1,47 @@
 //! The loop's owner: the listener and its accept policy, the metrics endpoint, the
-//! token layout, and signals for `run`. Connections are the [`Driver`]'s.
+//! way in for other threads, the token layout, and signals for `run`. Connections are
+//! the [`Driver`]'s.
 
+mod app_timers;
+mod drain;
 mod driver;
 pub mod metrics;
 pub(crate) mod timer;
 
 pub(crate) use driver::Driver;
 
+use crate::app::ctx::Ctx;
 use crate::app::handler::Handler;
+use crate::app::sender::{self, Sender};
 use crate::config::Config;
-use crate::io::stream::{ListenAddr, Listener, Stream};
+use crate::io::stream::{ListenAddr, Listener, Stream, ToListenAddr};
 use log::{debug, info, warn};
-use metrics::{Endpoint, Progress, Stats};
+use metrics::{Endpoint, Gauges, Progress, Stats};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use timer::{Owner, TimerKey};
 
 /// Sockets accepted beyond `max_connections` only to be told 503.
+#[doc(hidden)]
 pub const REJECT_SLACK: usize = 64;
 /// A metrics scraper that has not finished its exchange by then is dropped.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long accepting pauses when the process runs out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Sender requests applied per loop turn at most, so that a flood from other threads
+/// never stops the loop from serving its sockets.
+const SENDER_BATCH: usize = 4096;
 
 /// The server's tokens, as offsets from its base.
 mod token {
     pub(super) const LISTENER: usize = 0;
     pub(super) const METRICS: usize = 1;
-    /// Reserved for the waker of the push API.
-    pub(super) const RESERVED: usize = 2;
+    /// The waker `Sender`s use, unless the application brought its own.
+    pub(super) const WAKER: usize = 2;
     pub(super) const FIRST_SCRAPER: usize = 3;
     pub(super) const FIRST_CONN: usize = FIRST_SCRAPER + super::metrics::MAX_SCRAPERS;
 }
@@ -40,6 +50,7 @@ mod token {
 enum Target {
     Listener,
     Metrics,
+    Waker,
     Scraper(usize),
     Conn(usize),
 }
@@ -53,7 +64,59 @@ enum AcceptPause {
     Until(Instant),
 }
 
+/// How a graceful shutdown closes the connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shutdown {
+    /// The close code: 1001 (going away) by default; 1012 (service restart) tells
+    /// clients to come back.
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+    /// The closes are spread evenly over this period, so that clients do not all
+    /// reconnect in the same second; zero closes all at once.
+    pub drain: Duration,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown {
+            code: 1001,
+            reason: "server shutting down".into(),
+            drain: Duration::ZERO,
+        }
+    }
+}
+
 /// A WebSocket server that runs inside a mio poll loop.
+///
+/// The application acts on connections from callbacks through their [`Ctx`], from
+/// the thread that owns the loop through [`Server::ctx`], and from any thread through
+/// a [`Sender`]. All three queue commands that the loop applies on its own thread.
+///
+/// ```no_run
+/// use std::time::Instant;
+/// use mio::{Events, Poll, Token};
+/// use wsloop::{Config, Echo, Message, Server};
+///
+/// let mut poll = Poll::new()?;
+/// let mut ws = Server::bind("127.0.0.1:0", Config::default(), Echo)?;
+/// ws.register(poll.registry(), Token(1_000))?;
+/// let sender = ws.sender(); // Clone + Send: give it to other threads
+/// std::thread::spawn(move || { let _ = sender.queued(); });
+/// let mut events = Events::with_capacity(256);
+/// loop {
+///     poll.poll(&mut events, ws.next_timeout(Instant::now()))?;
+///     let now = Instant::now();
+///     for ev in events.iter() {
+///         if ws.owns(ev.token()) {
+///             ws.handle_event(poll.registry(), ev, now);
+///         }
+///     }
+///     ws.handle_timers(poll.registry(), now);
+/// #   break;
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Server<H> {
     listener: Option<Listener>,
     local_addr: ListenAddr,
@@ -65,20 +128,26 @@ pub struct Server<H> {
     metrics: Option<Endpoint>,
     /// Expired timers of owners other than connections (kept to reuse the allocation).
     other_timers: Vec<TimerKey>,
+    /// The queue `Sender`s fill.
+    inbox: Arc<sender::Shared>,
+    /// The waker the application brought, if any.
+    app_waker: Option<Arc<mio::Waker>>,
 }
 
 impl<H: Handler> Server<H> {
     /// Binds the listening socket (TCP, or `ListenAddr::Unix`); nothing is accepted
     /// until [`register`](Self::register) or [`run`](Self::run).
-    pub fn bind(addr: impl Into<ListenAddr>, cfg: Config, handler: H) -> io::Result<Self> {
+    pub fn bind(addr: impl ToListenAddr, cfg: Config, handler: H) -> io::Result<Self> {
         cfg.validate()
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
-        let listener = Listener::bind(&addr.into(), cfg.reuse_port)?;
+        let listener = Listener::bind(&addr.to_listen_addr()?, cfg.reuse_port)?;
         let local_addr = listener.local_addr()?;
         let metrics = cfg.metrics_listen.map(Endpoint::bind).transpose()?;
         Ok(Server {
             listener: Some(listener),
             local_addr,
+            inbox: sender::Shared::new(cfg.sender_queue),
+            app_waker: None,
             driver: Driver::new(cfg, handler, Instant::now()),
             token_base: 0,
             paused: None,
@@ -102,6 +171,35 @@ impl<H: Handler> Server<H> {
     /// The handler, e.g. to read state it gathered.
     pub fn handler(&self) -> &H {
         &self.driver.handler
+    }
+
+    /// The handler, to change its state between events.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.driver.handler
+    }
+
+    /// Acts on connections outside callbacks — from an event of the application's
+    /// own, say — exactly as a callback's `Ctx` does. Commands take effect at the end
+    /// of the loop turn ([`handle_timers`](Self::handle_timers)).
+    pub fn ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            commands: &mut self.driver.deferred,
+            ids: &self.driver.ids,
+            current: None,
+        }
+    }
+
+    /// A handle for other threads to send and close through (see [`Sender`]).
+    pub fn sender(&self) -> Sender {
+        self.inbox.sender()
+    }
+
+    /// Makes `Sender`s wake the loop with the application's own waker (mio allows
+    /// one per `Poll`) instead of one wsloop makes in its token range. Call before
+    /// [`register`](Self::register). The application handles that waker's event as
+    /// it likes; wsloop takes the queued requests in `handle_timers`, as every turn.
+    pub fn use_waker(&mut self, waker: Arc<mio::Waker>) {
+        self.app_waker = Some(waker);
     }
 
     /// Open connections, handshakes included.
@@ -147,6 +245,11 @@ impl<H: Handler> Server<H> {
         if let Some(m) = self.metrics.as_mut() {
             m.register(registry, Token(base.0 + token::METRICS))?;
         }
+        let waker = match &self.app_waker {
+            Some(w) => w.clone(),
+            None => Arc::new(mio::Waker::new(registry, Token(base.0 + token::WAKER))?),
+        };
+        self.inbox.set_waker(waker);
         Ok(())
     }
 
@@ -160,7 +263,7 @@ impl<H: Handler> Server<H> {
         Some(match offset {
             token::LISTENER => Target::Listener,
             token::METRICS => Target::Metrics,
-            token::RESERVED => return None,
+            token::WAKER => Target::Waker,
             o if o < token::FIRST_CONN => Target::Scraper(o - token::FIRST_SCRAPER),
             o => Target::Conn(o - token::FIRST_CONN),
         })
@@ -172,6 +275,8 @@ impl<H: Handler> Server<H> {
         match self.target(event.token()) {
             Some(Target::Listener) => self.accept(registry, now),
             Some(Target::Metrics) => self.accept_scrapers(registry, now),
+            // Requests are taken at the end of the turn.
+            Some(Target::Waker) => {}
             Some(Target::Scraper(key)) => self.serve_scraper(registry, key),
             Some(Target::Conn(key)) => {
                 let hangup = event.is_read_closed() || event.is_error();
@@ -188,23 +293,28 @@ impl<H: Handler> Server<H> {
     /// How long the poll may sleep: until the next timer, or zero when work is waiting;
     /// `None` when nothing is scheduled at all.
     pub fn next_timeout(&self, now: Instant) -> Option<Duration> {
-        if self.driver.has_work() {
+        if self.driver.has_work() || self.inbox.has_requests() {
             return Some(Duration::ZERO);
         }
         let retry = match self.paused {
             Some(AcceptPause::Until(t)) => Some(t),
             _ => None,
         };
-        let next = match (self.driver.wheel.next_deadline(), retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        next.map(|t| t.saturating_duration_since(now))
+        [
+            self.driver.wheel.next_deadline(),
+            retry,
+            self.driver.next_drain_close(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_duration_since(now))
     }
 
     /// Ends a loop turn: runs due timers, input left from earlier turns and the output
     /// queued for other connections. Call once per turn, after the events.
     pub fn handle_timers(&mut self, registry: &Registry, now: Instant) {
+        self.take_requests();
         let mut others = std::mem::take(&mut self.other_timers);
         self.driver.expire(registry, now, &mut others);
         for key in others.drain(..) {
@@ -216,6 +326,9 @@ impl<H: Handler> Server<H> {
         }
         self.other_timers = others;
         self.driver.end_turn(registry, now);
+        if let Some(how) = self.driver.shutdown_request.take() {
+            self.shutdown(registry, now, how);
+        }
         if self
             .paused
             .is_some_and(|p| matches!(p, AcceptPause::Until(t) if t <= now))
@@ -226,9 +339,10 @@ impl<H: Handler> Server<H> {
         self.resume_if_room(registry, now);
     }
 
-    /// Stops accepting and closes every connection with 1001; the server is
-    /// [`finished`](Self::is_finished) once their close handshakes end (or time out).
-    pub fn shutdown(&mut self, registry: &Registry, now: Instant) {
+    /// Stops accepting, drops connections still in their handshake and closes the
+    /// others as `how` says; the server is [`finished`](Self::is_finished) once their
+    /// close handshakes end (or time out). A second call is ignored.
+    pub fn shutdown(&mut self, registry: &Registry, now: Instant, how: Shutdown) {
         if self.shutting_down {
             return;
         }
@@ -236,7 +350,13 @@ impl<H: Handler> Server<H> {
         if let Some(mut l) = self.listener.take() {
             let _ = registry.deregister(&mut l);
         }
-        self.driver.shutdown(registry, now);
+        self.driver
+            .shutdown(registry, now, how.code, &how.reason, how.drain);
+    }
+
+    /// Moves what `Sender`s queued into the loop, a bounded number per turn.
+    fn take_requests(&mut self) {
+        self.inbox.drain(SENDER_BATCH, &mut self.driver.deferred);
     }
 
     /// True after [`shutdown`](Self::shutdown) once no connection is left.
@@ -244,14 +364,20 @@ impl<H: Handler> Server<H> {
         self.shutting_down && self.driver.len() == 0
     }
 
-    /// Serves on a poll of its own until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Serves on a poll of its own until a [`Sender::shutdown`] — or, with the
+    /// `signals` feature (on by default), SIGINT or SIGTERM — then shuts down
+    /// gracefully.
     pub fn run(mut self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
         const SIGNALS: Token = Token(usize::MAX);
         let mut poll = Poll::new()?;
-        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
-        poll.registry()
-            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        #[cfg(feature = "signals")]
+        let mut signals = {
+            use signal_hook::consts::{SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            poll.registry()
+                .register(&mut signals, SIGNALS, Interest::READABLE)?;
+            signals
+        };
         self.register(poll.registry(), Token(0))?;
         // Logged only now that signals are handled: whoever waits for this line may
         // send SIGTERM at once and must get a graceful exit.
@@ -278,12 +404,13 @@ impl<H: Handler> Server<H> {
             let now = Instant::now();
             for event in events.iter() {
                 if event.token() == SIGNALS {
+                    #[cfg(feature = "signals")]
                     for sig in signals.pending() {
                         info!(
                             "signal {sig}: closing {} connections, then exiting",
                             self.driver.len()
                         );
-                        self.shutdown(poll.registry(), now);
+                        self.shutdown(poll.registry(), now, Shutdown::default());
                     }
                 } else if self.owns(event.token()) {
                     self.handle_event(poll.registry(), event, now);
@@ -386,12 +513,19 @@ impl<H: Handler> Server<H> {
 
     fn serve_scraper(&mut self, registry: &Registry, key: usize) {
         let token = self.scraper_token(key);
-        let (open, pooled) = (self.driver.len(), self.driver.pooled());
+        let (sender_queued, sender_rejected) = self.inbox.depth_and_rejected();
+        let gauges = Gauges {
+            open_connections: self.driver.len(),
+            pooled: self.driver.pooled(),
+            sender_queued,
+            sender_rejected,
+            app_timers: self.driver.app_timers(),
+        };
         let stats = &self.driver.stats;
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        match m.serve(key, || stats.render(open, pooled)) {
+        match m.serve(key, || stats.render(&gauges)) {
             Progress::Waiting { writable: true } => m.reregister(registry, key, token),
             Progress::Waiting { writable: false } => {}
             Progress::Done => {
@@ -400,5 +534,12 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
+    }
+}
+
+impl<H> Drop for Server<H> {
+    /// Senders fail from now on instead of queuing for a loop that is gone.
+    fn drop(&mut self) {
+        self.inbox.close();
     }
 }

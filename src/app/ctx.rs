@@ -1,0 +1,236 @@
+//! How an application acts: [`Ctx`] during callbacks, and the commands every way of
+//! acting (a `Ctx`, the `Server`, a `Sender`) turns into, which the loop applies on its
+//! own thread — one writer per connection, whoever asked.
+
+use super::handler::{ConnId, Timer};
+use std::fmt;
+use std::time::Duration;
+use tungstenite::Message;
+
+/// Why a message, close or timer was not accepted. Nothing was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The connection is closed, closing, or was never open (a stale id): its
+    /// `on_close` has run or is running.
+    Closed,
+    /// Not a message an application sends: a raw frame.
+    Unsupported,
+    /// A ping or pong payload over the 125 bytes a control frame allows.
+    ControlTooLong,
+    /// [`Sender`](crate::Sender) only: its queue into the loop is full; the loop is
+    /// behind. Retry later, drop the message, or slow down.
+    Full,
+    /// [`Sender`](crate::Sender) only: the server is gone.
+    ServerGone,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "connection closed",
+            SendError::Unsupported => "raw frames cannot be sent",
+            SendError::ControlTooLong => "ping or pong payload over 125 bytes",
+            SendError::Full => "sender queue full",
+            SendError::ServerGone => "server gone",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Something one connection is to do.
+#[derive(Debug)]
+pub(crate) enum ConnCommand {
+    Send(Message),
+    Close(u16, String),
+}
+
+/// A request the loop carries out.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Conn(ConnId, ConnCommand),
+    SetTimer(Timer, Duration),
+    CancelTimer(Timer),
+    /// Per-connection ping interval and idle timeout (None: the server's).
+    Timeouts(ConnId, Timeouts),
+    /// A graceful shutdown, asked for by another thread.
+    Shutdown(crate::server::Shutdown),
+}
+
+/// A connection's heartbeat settings where they differ from the server's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    pub(crate) ping_interval: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+}
+
+/// Checks a message an application wants sent.
+pub(crate) fn check(msg: &Message) -> Result<(), SendError> {
+    match msg {
+        Message::Frame(_) => Err(SendError::Unsupported),
+        Message::Ping(p) | Message::Pong(p) if p.len() > 125 => Err(SendError::ControlTooLong),
+        _ => Ok(()),
+    }
+}
+
+/// Which connections are open, by slot: a generation and an open bit per slot, and
+/// the bytes each had waiting at the loop's last look. The loop writes it; `Ctx`
+/// reads it to answer at once whether an id is still good.
+#[derive(Debug, Default)]
+pub(crate) struct IdTable {
+    slots: Vec<IdSlot>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct IdSlot {
+    generation: u32,
+    open: bool,
+    buffered: u32,
+}
+
+impl IdTable {
+    /// The id of the connection now in slot `key`.
+    pub(crate) fn id(&mut self, key: usize) -> ConnId {
+        if key >= self.slots.len() {
+            self.slots.resize(key + 1, IdSlot::default());
+        }
+        ConnId {
+            key: key as u32,
+            generation: self.slots[key].generation,
+        }
+    }
+
+    pub(crate) fn is_open(&self, id: ConnId) -> bool {
+        self.slots
+            .get(id.key())
+            .is_some_and(|s| s.open && s.generation == id.generation)
+    }
+
+    pub(crate) fn buffered(&self, id: ConnId) -> Option<usize> {
+        self.slots
+            .get(id.key())
+            .filter(|s| s.open && s.generation == id.generation)
+            .map(|s| s.buffered as usize)
+    }
+
+    /// Records what the loop saw after a call into the connection in slot `key`.
+    pub(crate) fn update(&mut self, key: usize, open: bool, buffered: usize) {
+        if let Some(s) = self.slots.get_mut(key) {
+            s.open = open;
+            s.buffered = u32::try_from(buffered).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// The slot is free: the next connection in it gets a new generation.
+    pub(crate) fn release(&mut self, key: usize) {
+        if let Some(s) = self.slots.get_mut(key) {
+            *s = IdSlot {
+                generation: s.generation.wrapping_add(1),
+                ..IdSlot::default()
+            };
+        }
+    }
+}
+
+/// The connection a callback is about, as it stands during the callback.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Current {
+    pub(crate) id: ConnId,
+    pub(crate) open: bool,
+    pub(crate) buffered: usize,
+}
+
+/// A handler's way to act during a callback, on any connection. Commands take effect
+/// in the order they were made: those for the connection being called back as soon
+/// as the callback returns, the others at the end of the event.
+pub struct Ctx<'a> {
+    pub(crate) commands: &'a mut Vec<Command>,
+    pub(crate) ids: &'a IdTable,
+    pub(crate) current: Option<Current>,
+}
+
+impl Ctx<'_> {
+    /// Queues `msg` (text, binary, ping or pong; a Close message closes, like
+    /// [`close`](Self::close)) for `conn`. Fails, queuing nothing, if `conn` is not
+    /// open: a send never reaches another connection than the one meant.
+    pub fn send(&mut self, conn: ConnId, msg: Message) -> Result<(), SendError> {
+        check(&msg)?;
+        self.conn_command(conn, ConnCommand::Send(msg))
+    }
+
+    /// Starts the close handshake on `conn` with `code` and `reason` (cut to 123
+    /// bytes); its `on_close` follows at once.
+    pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) -> Result<(), SendError> {
+        self.conn_command(conn, ConnCommand::Close(code, reason.to_string()))
+    }
+
+    /// Whether `conn` is open: messages to it are accepted.
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        match self.current {
+            Some(c) if c.id == conn => c.open,
+            _ => self.ids.is_open(conn),
+        }
+    }
+
+    /// Bytes queued for `conn` that its socket has not taken yet (None if it is not
+    /// open): exact for the connection being called back, as of the end of its last
+    /// event for the others.
+    pub fn buffered(&self, conn: ConnId) -> Option<usize> {
+        match self.current {
+            Some(c) if c.id == conn => c.open.then_some(c.buffered),
+            _ => self.ids.buffered(conn),
+        }
+    }
+
+    /// Arms (or moves) an application timer to fire after `after`; it comes back in
+    /// [`Handler::on_timer`](crate::Handler::on_timer). A timer tied to a connection
+    /// that is not open is refused.
+    pub fn set_timer(&mut self, timer: Timer, after: Duration) -> Result<(), SendError> {
+        if let Some(conn) = timer.conn
+            && !self.is_open(conn)
+        {
+            return Err(SendError::Closed);
+        }
+        self.commands.push(Command::SetTimer(timer, after));
+        Ok(())
+    }
+
+    /// Disarms a timer, if armed.
+    pub fn cancel_timer(&mut self, timer: Timer) {
+        self.commands.push(Command::CancelTimer(timer));
+    }
+
+    /// Sets `conn`'s ping interval and idle timeout (gorilla's per-connection read
+    /// deadline); None keeps the server's. The idle timeout must exceed the ping
+    /// interval, or the client is dropped before it is pinged.
+    pub fn set_heartbeat(
+        &mut self,
+        conn: ConnId,
+        ping_interval: Option<Duration>,
+        idle_timeout: Option<Duration>,
+    ) -> Result<(), SendError> {
+        if !self.is_open(conn) {
+            return Err(SendError::Closed);
+        }
+        let t = Timeouts {
+            ping_interval,
+            idle_timeout,
+        };
+        self.commands.push(Command::Timeouts(conn, t));
+        Ok(())
+    }
+
+    /// Shuts the server down gracefully at the end of this turn, as
+    /// [`Server::shutdown`](crate::Server::shutdown) does.
+    pub fn shutdown(&mut self, how: crate::Shutdown) {
+        self.commands.push(Command::Shutdown(how));
+    }
+
+    fn conn_command(&mut self, conn: ConnId, cmd: ConnCommand) -> Result<(), SendError> {
+        if !self.is_open(conn) {
+            return Err(SendError::Closed);
+        }
+        self.commands.push(Command::Conn(conn, cmd));
+        Ok(())
+    }
+}
