@@ -575,3 +575,121 @@ fn rst_mid_frame_frees_the_slot() {
     assert_slot_frees(&server, &mut ok, "after RST in handshake", reset);
     assert!(server.alive(), "the server exited");
 }
+
+// ---------------------------------------------------------------------------------
+// Lingering close: the client keeps sending behind its bad frame.
+// ---------------------------------------------------------------------------------
+//
+// A server that fails a connection and then closes its socket while the client's data
+// is still unread makes the kernel send a TCP reset, and the client can lose the
+// Close frame (browsers then see 1006). The server must instead shut down its write
+// side after the Close and read and discard (bounded) until the client's EOF. Each
+// case runs LINGER_ROUNDS times: a lost Close shows only now and then.
+
+const LINGER_ROUNDS: usize = 10;
+
+/// About 1 MiB, all of it sent behind (or as the rest of) the bad frame.
+const KEEP_SENDING: usize = 1 << 20;
+
+/// Valid frames sent ahead of the bad one in half of the rounds: 1 MiB of echoes still
+/// on their way to the client (in the server's socket buffer) when the server fails
+/// the connection, so its Close waits behind them.
+const AHEAD_FRAMES: usize = 32;
+const AHEAD_FRAME: usize = 32 << 10;
+
+/// Upgrades, then sends `ahead` valid frames, and `bytes` (the bad frame first) from a
+/// writer thread while this thread reads: the echoes, then the Close with exactly
+/// `code`, must arrive with nothing else, then the end of the TCP connection (EOF or
+/// reset).
+fn close_reaches_a_client_that_keeps_sending(
+    server: &Server,
+    ahead: usize,
+    bytes: &[u8],
+    code: u16,
+) -> Result<(), String> {
+    let mut s = upgraded(server.addr, &server.path);
+    let echo = pattern(AHEAD_FRAME);
+    let mut all = Vec::with_capacity(ahead * (AHEAD_FRAME + 14) + bytes.len());
+    for _ in 0..ahead {
+        all.extend(frame(0x82, &echo));
+    }
+    all.extend_from_slice(bytes);
+    let total = all.len();
+    let writer = keep_sending(&s, all);
+    let got = (0..ahead)
+        .try_for_each(|i| {
+            expect_frame(&mut s, 0x82, &echo).map_err(|e| format!("echo {i} of {ahead}: {e}"))
+        })
+        .and_then(|()| expect_close(&mut s, code));
+    let sent = writer.join().expect("writer thread");
+    got.map_err(|e| format!("{e} (the client had sent {sent} of {total} bytes)"))
+}
+
+/// Runs `alone` LINGER_ROUNDS times on a fresh connection, and `behind` as often
+/// behind 1 MiB of echoes, against `server`, a healthy client beside each round.
+fn linger_rounds(server: &Server, alone: &[u8], behind: &[u8], code: u16) {
+    let rounds: Vec<(usize, usize)> = (1..=LINGER_ROUNDS)
+        .flat_map(|r| [(r, 0), (r, AHEAD_FRAMES)])
+        .collect();
+    run_table(
+        server,
+        &rounds,
+        |(r, ahead)| {
+            let what = if *ahead == 0 {
+                "alone"
+            } else {
+                "behind 1 MiB of echoes"
+            };
+            format!("round {r} of {LINGER_ROUNDS}, {what}")
+        },
+        |(_, ahead)| {
+            let bytes = if *ahead == 0 { alone } else { behind };
+            close_reaches_a_client_that_keeps_sending(server, *ahead, bytes, code)
+        },
+    );
+}
+
+#[test]
+fn keeps_sending_after_reserved_bits_still_gets_1002() {
+    let server = Server::start(&[]);
+    // A 1 MiB binary frame with RSV1 set (compressed, but nothing was negotiated).
+    let bytes = frame(0xC2, &pattern(KEEP_SENDING));
+    linger_rounds(&server, &bytes, &bytes, 1002);
+}
+
+#[test]
+fn keeps_sending_after_an_unmasked_frame_still_gets_1002() {
+    let server = Server::start(&[]);
+    // A 1 MiB binary frame without a mask.
+    let mut bytes = vec![0x82, 127];
+    bytes.extend_from_slice(&(KEEP_SENDING as u64).to_be_bytes());
+    bytes.extend(pattern(KEEP_SENDING));
+    linger_rounds(&server, &bytes, &bytes, 1002);
+}
+
+#[test]
+fn keeps_sending_after_invalid_utf8_still_gets_1007() {
+    let server = Server::start(&[]);
+    // A 1 MiB text frame that is invalid from its third byte on, then more frames.
+    let mut text = b"ok\xff\xfe".to_vec();
+    text.resize(KEEP_SENDING / 2, b'a');
+    let mut bytes = frame(0x81, &text);
+    while bytes.len() < KEEP_SENDING {
+        bytes.extend(frame(0x82, &pattern(16 << 10)));
+    }
+    linger_rounds(&server, &bytes, &bytes, 1007);
+}
+
+#[test]
+fn keeps_sending_a_frame_over_max_frame_still_gets_1009() {
+    let server = Server::start(&SMALL_LIMITS);
+    // A 1 MiB binary frame against --max-frame 64KiB: refused at its header, and the
+    // client goes on sending its payload, more than --max-message (the server may stop
+    // discarding after that much, and end the connection).
+    let alone = frame(0x82, &pattern(KEEP_SENDING));
+    // Behind echoes still on their way, the client sends less than --max-message after
+    // the header, so a server that discards up to that bound owes it every echo and
+    // the Close.
+    let behind = &alone[..14 + (48 << 10)];
+    linger_rounds(&server, &alone, behind, 1009);
+}

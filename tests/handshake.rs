@@ -331,6 +331,38 @@ fn tls_client_hello_gets_400_at_once() {
     }
 }
 
+/// A request head far over --max-request whose client keeps sending (1 MiB of header
+/// lines, from a writer thread) still gets its whole 431, then the end of the
+/// connection: the server must not reset it while its data is unread (lingering close,
+/// as in tests/closing.rs). Ten rounds: a lost answer shows only now and then.
+#[test]
+fn keeps_sending_over_max_request_still_gets_431() {
+    let server = Server::start(&[]);
+    let a = server.addr;
+    let mut head = format!("GET {} HTTP/1.1\r\nHost: {a}\r\n", server.path).into_bytes();
+    for i in 0.. {
+        if head.len() >= 1 << 20 {
+            break;
+        }
+        head.extend(format!("X-Filler-{i}: {}\r\n", "v".repeat(200)).into_bytes());
+    }
+    let rounds: Vec<usize> = (1..=10).collect();
+    run_table(
+        &server,
+        &rounds,
+        |r| format!("round {r} of 10"),
+        |_| {
+            let mut s = raw(a);
+            let writer = keep_sending(&s, head.clone());
+            let got = read_to_eof(&mut s, ANSWER_WITHIN)
+                .and_then(|all| parse_reply(&all))
+                .and_then(|r| check_refusal(&r, 431, &[]));
+            let sent = writer.join().expect("writer thread");
+            got.map_err(|e| format!("{e} (the client had sent {sent} of {} bytes)", head.len()))
+        },
+    );
+}
+
 #[test]
 fn custom_path() {
     let server = Server::start(&["--path", "/chat"]);
