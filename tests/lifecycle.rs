@@ -4,30 +4,11 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
-
-fn sigterm(pid: u32) {
-    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-}
-
-/// Waits (bounded) for `child` to exit.
-fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Kills (by PID) and reaps a child we started, unless it already exited.
 struct Guard(Child);
@@ -42,19 +23,15 @@ impl Drop for Guard {
 }
 
 /// A raw client that reads until the server's Close, answers it, and reports the
-/// code and whether the server then closed the TCP connection.
+/// code and whether the server then ended the TCP connection with nothing more.
 fn raw_client_answering_close(mut s: TcpStream) -> std::thread::JoinHandle<(Option<u16>, bool)> {
     std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let code = read_close_code(&mut s);
         if let Some(code) = code {
-            let mut payload = code.to_be_bytes().to_vec();
-            payload.extend_from_slice(b"ok");
-            let _ = s.write_all(&frame(0x88, &payload));
+            let _ = s.write_all(&close_frame(code, b"ok"));
         }
-        let mut buf = [0u8; 64];
-        let eof = matches!(s.read(&mut buf), Ok(0))
-            || matches!(s.read(&mut buf), Err(e) if e.kind() == ErrorKind::ConnectionReset);
+        let eof = expect_eof(&mut s, Duration::from_secs(10)).is_ok();
         (code, eof)
     })
 }
@@ -325,15 +302,9 @@ fn help_lists_every_default_and_they_are_the_real_ones() {
         .cloned()
         .unwrap();
     let effective = |key: &str| -> String {
-        let needle = format!("{key}=");
-        let i = line
-            .find(&needle)
-            .unwrap_or_else(|| panic!("{key} not in start-up line {line}"));
-        line[i + needle.len()..]
-            .split([' ', ')'])
-            .next()
-            .unwrap()
-            .to_string()
+        server
+            .setting(key)
+            .unwrap_or_else(|| panic!("{key} not in start-up line {line}"))
     };
 
     // flag, config key in the start-up line (None: cannot be compared that way)

@@ -103,7 +103,11 @@ impl Server {
         wait_until(Duration::from_secs(2), || self.logged("listening on ws"));
         let logs = self.logs.lock().unwrap();
         let line = logs.iter().find(|l| l.contains("listening on ws"))?;
-        let rest = line.split(&format!(" {key}=")).nth(1)?;
+        // Each setting follows a space, the first one the opening parenthesis.
+        let rest = line
+            .split(&format!(" {key}="))
+            .nth(1)
+            .or_else(|| line.split(&format!("({key}=")).nth(1))?;
         Some(rest.split([' ', ')']).next()?.to_string())
     }
 
