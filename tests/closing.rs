@@ -49,7 +49,7 @@ fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
     parts.concat()
 }
 
-/// Runs frame cases on one server (default limits: 16 MiB frame and message).
+/// Runs frame cases on `server`, each on a freshly upgraded raw socket.
 fn run_frame_cases(server: &Server, cases: &[FrameCase]) {
     run_table(
         server,

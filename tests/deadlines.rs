@@ -248,7 +248,7 @@ fn silent_socket_is_dropped_at_handshake_timeout() {
     let closed = start.elapsed();
     assert_dropped_at_500ms(closed);
     // No HTTP reply is owed to a socket that said nothing; either way, the server is fine.
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("ok"));
 }
 

@@ -52,7 +52,7 @@ fn read_data_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
 #[test]
 fn echoes_text_at_every_length_boundary() {
     let server = Server::start(&[]);
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for (i, &len) in SIZES.iter().enumerate() {
         let text = text_pattern(len, i as u32);
         ws.send(Message::text(text.clone())).expect("send");
@@ -69,7 +69,7 @@ fn echoes_text_at_every_length_boundary() {
 #[test]
 fn echoes_binary_at_every_length_boundary() {
     let server = Server::start(&[]);
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for (i, &len) in SIZES.iter().enumerate() {
         let data = pattern(len, 100 + i as u32);
         ws.send(Message::binary(data.clone())).expect("send");
@@ -189,7 +189,7 @@ fn ping_gets_pong_with_same_payload() {
         assert_eq!(got, payload);
     }
     // And through tungstenite's client.
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     ws.send(Message::Ping(b"tung".to_vec().into())).unwrap();
     loop {
         match ws.read().unwrap() {
@@ -230,7 +230,7 @@ fn pipelined_messages_come_back_in_order() {
 #[test]
 fn pipelined_with_tungstenite_client() {
     let server = Server::start(&[]);
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for i in 0..1000 {
         ws.write(Message::binary(format!("{i:04}").into_bytes()))
             .unwrap();

@@ -309,7 +309,7 @@ fn fd_limit_default_max_connections() {
         try_upgrade(server.addr, &server.path).0 == 101
     });
     assert!(served, "no new connection accepted after 50 closed");
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("after the fd limit"));
     drop(upgraded_socks);
     assert!(server.alive(), "the server exited");
@@ -387,7 +387,7 @@ fn fd_limit_exhausted_accept_backs_off() {
         served,
         "no new connection accepted after descriptors were freed"
     );
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("after EMFILE"));
     assert!(server.alive(), "the server exited");
 }

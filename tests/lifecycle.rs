@@ -40,7 +40,7 @@ fn raw_client_answering_close(mut s: TcpStream) -> std::thread::JoinHandle<(Opti
 fn sigterm_closes_clients_with_1001_and_exits_0() {
     let mut server = Server::start(&["--close-timeout", "10s"]);
     // A tungstenite client (answers Close by itself) and a raw one, both echoing first.
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("before shutdown"));
     let mut s = upgraded(server.addr, &server.path);
     s.write_all(&frame(0x81, b"raw")).unwrap();
@@ -161,7 +161,7 @@ fn sigterm_right_after_start_exits_0() {
 fn sigterm_with_no_clients_exits_0_promptly() {
     let mut server = Server::start(&[]);
     // Once a connection has been served the loop is certainly running.
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("up"));
     ws.close(None).unwrap();
     while ws.read().is_ok() {}

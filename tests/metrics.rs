@@ -53,7 +53,7 @@ fn metrics_move_with_traffic() {
     assert_eq!(value(&before, "wsloop_messages_in_total"), 0);
     assert_eq!(scrape(addr, "/other").0, 404);
 
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for i in 0..10 {
         assert_echo(&mut ws, Message::text(format!("message {i}")));
     }
@@ -65,7 +65,7 @@ fn metrics_move_with_traffic() {
         .0,
         404
     );
-    let mut closing = connect(&server.url());
+    let mut closing = connect(server.url());
     closing
         .close(Some(CloseFrame {
             code: 4000.into(),

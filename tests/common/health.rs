@@ -86,7 +86,7 @@ impl Healthy {
             let give_up = Instant::now() + Duration::from_secs(600);
             while !flag.load(Ordering::Relaxed) && Instant::now() < give_up {
                 // Vary the size so that some echoes are more than one small write.
-                let msg = if report.echoes % 2 == 0 {
+                let msg = if report.echoes.is_multiple_of(2) {
                     Message::text(format!("healthy {}", report.echoes))
                 } else {
                     Message::binary(format!("healthy message {}", report.echoes).repeat(50))
