@@ -396,30 +396,9 @@ fn version_flag() {
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
 }
 
-/// Builds examples/embed.rs and returns the path of its binary.
-fn build_embed() -> std::path::PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "--example", "embed"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build --example embed failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // This test runs from target/<profile>/deps/; the example is in ../examples/.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join("embed");
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
-
 #[test]
 fn embed_example_serves_websocket_and_tcp_from_one_poll() {
-    let bin = build_embed();
+    let bin = common::example::example_exe("embed");
     let mut child = Guard(
         Command::new(&bin)
             .args(["127.0.0.1:0", "127.0.0.1:0"])
