@@ -174,24 +174,6 @@ fn frame_violations() {
             vec![0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
             1002,
         ),
-        fc(
-            "64-bit length 2^40 (header only, over max frame)",
-            cat(&[
-                vec![0x82, 0x80 | 127],
-                (1u64 << 40).to_be_bytes().to_vec(),
-                vec![1, 2, 3, 4],
-            ]),
-            1009,
-        ),
-        fc(
-            "64-bit length max_frame + 1 (header only)",
-            cat(&[
-                vec![0x82, 0x80 | 127],
-                ((16u64 << 20) + 1).to_be_bytes().to_vec(),
-                vec![1, 2, 3, 4],
-            ]),
-            1009,
-        ),
     ];
     for op in (3..=7).chain(11..=15) {
         cases.push(fc(
@@ -277,8 +259,9 @@ fn close_handshake_with_tungstenite_client() {
     assert_eq!(f.reason.as_str(), "bye");
 }
 
-/// A frame header claiming more than max_frame: answered with 1009 at once, before any
-/// payload, and the claimed length is never allocated.
+/// A frame header claiming more than max_frame (just over it, and far over it, as text
+/// and binary): answered with 1009 at once, before any payload, and the claimed
+/// length is never allocated.
 #[test]
 fn oversized_frame_header_answered_at_once_without_allocating() {
     let server = Server::start(&["--max-frame", "16MiB", "--max-message", "64MiB"]);

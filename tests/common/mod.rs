@@ -150,6 +150,19 @@ impl Drop for Server {
     }
 }
 
+/// A child process this test started: killed (by its PID) and reaped when dropped,
+/// unless it already exited.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Sends SIGTERM to a process this test started.
 pub fn sigterm(pid: u32) {
     // SAFETY: kill(2) with a PID of a child we spawned and have not reaped.
@@ -197,8 +210,8 @@ pub fn set_client_timeout(ws: &Client, t: Duration) {
     }
 }
 
-/// Sends a message and expects the same one back.
-pub fn assert_echo(ws: &mut Client, msg: Message) {
+/// Sends a message and expects the same one back (over any stream: TCP, TLS, Unix).
+pub fn assert_echo<S: Read + Write>(ws: &mut WebSocket<S>, msg: Message) {
     ws.send(msg.clone()).expect("send");
     loop {
         match ws.read().expect("read echo") {
