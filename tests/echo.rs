@@ -170,6 +170,9 @@ fn frames_in_pieces_are_echoed() {
     let (b0, payload) = read_data_frame(&mut s);
     assert_eq!(b0, 0x82);
     assert!(payload == data, "reassembled binary message differs");
+    // Then a clean close.
+    s.write_all(&close_frame(1000, b"")).unwrap();
+    expect_close(&mut s, 1000).unwrap();
     echo_ok(&mut ok, "frames in pieces").unwrap();
 }
 

@@ -623,7 +623,7 @@ fn max_connections_limit() {
     let mut closing = five.pop().unwrap();
     closing.close(None).unwrap();
     while closing.read().is_ok() {}
-    let mut s = upgrade_within(a, &p, Duration::from_secs(5))
+    let mut s = upgrade_within(a, &p, Duration::from_secs(2))
         .expect("no new connection accepted after one of five closed");
     s.write_all(&frame(0x81, b"sixth")).unwrap();
     assert_eq!(read_frame(&mut s).unwrap(), (0x81, b"sixth".to_vec()));
