@@ -2,15 +2,19 @@
 //! talk to it with tungstenite's client or raw sockets. Every helper that more than
 //! one test file needs lives here (or in a submodule), once:
 //!
-//! - processes: `Server`, `wait_exit`;
-//! - clients: `connect`, `set_client_timeout`, `assert_echo`, `echo_ok`, `Healthy`
-//!   (health.rs) and `run_table` (health.rs);
-//! - raw sockets: `raw`, `connect_tuned`, `peer_gone`;
-//! - HTTP: `upgrade_request`, `read_head`, `status_of`, `http`, and the upgrade helpers
-//!   `upgraded`, `request_upgrade`, `try_upgrade`, `upgrade_within`;
-//! - frames: `frame`, `close_payload`, `close_frame`, `read_frame`, `close_code`,
-//!   `read_close_code`, `expect_close`, `expect_frame`;
-//! - the end of a connection: `read_to_eof`, `expect_eof`.
+//! - processes: `Server` (with `setting`, `alive`, `terminate`), `Guard`, `sigterm`,
+//!   `wait_exit`; examples: `example::Example`, `example::example_exe`;
+//! - clients: `connect`, `set_client_timeout`, `assert_echo`; beside abuse (health.rs):
+//!   `echo_ok`, `run_table`, `Healthy`;
+//! - raw sockets: `raw`, `connect_tuned`, `peer_gone`, `keep_sending`;
+//! - HTTP: `upgrade_request`, `read_head`, `status_of`, `http`; the upgrade helpers
+//!   `upgraded`, `request_upgrade`, `try_upgrade`, `upgrade_within`; refusals `Reply`,
+//!   `parse_reply`, `check_refusal`, `refused`, `assert_refused`;
+//! - frames: `frame`, `read_frame`, `next_frame`, `expect_frame`, `close_payload`,
+//!   `close_frame`, `close_code` (1005 when there is none), `read_close_code`,
+//!   `expect_close`;
+//! - the end of a connection: `read_to_eof`, `expect_eof` (within `ANSWER_WITHIN`
+//!   where the server answers at once), and `wait_until` for anything else.
 #![allow(dead_code)]
 
 pub mod example;
