@@ -1,28 +1,18 @@
 //! examples/chat.rs end to end: build the example, run it on a free loopback port and
 //! talk to it with tungstenite clients.
 
-use std::time::Duration;
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::stream::MaybeTlsStream;
 
 mod common;
-use common::Client;
 use common::example::Example;
-
-fn with_timeout(ws: Client) -> Client {
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    ws
-}
+use common::{Client, connect};
 
 /// Joins with `query` appended to the URL (e.g. `?name=alice`).
 fn join(ex: &Example, query: &str) -> Client {
-    let (ws, _) = tungstenite::connect(format!("{}{query}", ex.url)).expect("connect");
-    with_timeout(ws)
+    connect(format!("{}{query}", ex.url))
 }
 
 /// Joins with the name in an `X-Chat-Name` header.
@@ -30,8 +20,7 @@ fn join_with_header(ex: &Example, name: &'static str) -> Client {
     let mut req = ex.url.as_str().into_client_request().unwrap();
     req.headers_mut()
         .insert("X-Chat-Name", HeaderValue::from_static(name));
-    let (ws, _) = tungstenite::connect(req).expect("connect");
-    with_timeout(ws)
+    connect(req)
 }
 
 /// The next data or close message (pings and pongs skipped).

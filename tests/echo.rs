@@ -1,14 +1,18 @@
-//! Echo behaviour of the real `wsloop` binary on loopback: payload sizes around every
-//! frame-length encoding boundary, fragmentation with interleaved control frames,
-//! ping/pong, the close handshake, pipelining, the size / UTF-8 / masking failures
-//! and many concurrent clients.
+//! Echo of valid traffic by the real `wsloop` binary on loopback: payload sizes around
+//! every frame-length encoding boundary, fragmentation with interleaved control frames,
+//! frames that arrive in pieces (down to one byte per write), ping/pong, pipelining and
+//! many concurrent clients.
+//!
+//! (How connections end — the close handshake, and the close codes for bad frames and
+//! for messages over the limits — is tests/closing.rs's; frames sent right behind the
+//! upgrade request, tests/handshake.rs's.)
 
 mod common;
 use common::*;
-use std::io::{ErrorKind, Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tungstenite::Message;
 
 /// Payload sizes that cross each length encoding: 7-bit, 16-bit and 64-bit.
@@ -45,34 +49,10 @@ fn read_data_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
     }
 }
 
-/// The socket reaches EOF (or is reset) within `within`, after any remaining data.
-fn closes_within(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(within)).unwrap();
-    let deadline = Instant::now() + within;
-    let mut buf = [0u8; 4096];
-    while Instant::now() < deadline {
-        match s.read(&mut buf) {
-            Ok(0) => return true,
-            Ok(_) => continue,
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => return true,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return false,
-        }
-    }
-    false
-}
-
-/// A masked Close frame with `code` and `reason`.
-fn close_frame(code: u16, reason: &str) -> Vec<u8> {
-    let mut payload = code.to_be_bytes().to_vec();
-    payload.extend_from_slice(reason.as_bytes());
-    frame(0x88, &payload)
-}
-
 #[test]
 fn echoes_text_at_every_length_boundary() {
     let server = Server::start(&[]);
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for (i, &len) in SIZES.iter().enumerate() {
         let text = text_pattern(len, i as u32);
         ws.send(Message::text(text.clone())).expect("send");
@@ -89,7 +69,7 @@ fn echoes_text_at_every_length_boundary() {
 #[test]
 fn echoes_binary_at_every_length_boundary() {
     let server = Server::start(&[]);
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for (i, &len) in SIZES.iter().enumerate() {
         let data = pattern(len, 100 + i as u32);
         ws.send(Message::binary(data.clone())).expect("send");
@@ -149,11 +129,25 @@ fn fragmented_text_with_ping_in_the_middle() {
 }
 
 #[test]
-fn fragments_arriving_in_separate_segments() {
-    // Same as above but every frame is its own write, and the text message's second
-    // fragment is split mid-header, so the server sees partial frames.
+fn frames_in_pieces_are_echoed() {
     let server = Server::start(&[]);
+    let mut ok = connect(server.url());
     let mut s = upgraded(server.addr, &server.path);
+    // One byte per write: a text message over 125 bytes (16-bit length), then a
+    // fragmented binary message with a Ping in the middle.
+    let text = "héllo wörld € 𝄞 ".repeat(12);
+    let mut bytes = frame(0x81, text.as_bytes());
+    bytes.extend(frame(0x02, &[1, 2, 3]));
+    bytes.extend(frame(0x89, b"mid"));
+    bytes.extend(frame(0x80, &[4, 5]));
+    for b in &bytes {
+        s.write_all(std::slice::from_ref(b)).unwrap();
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    expect_frame(&mut s, 0x81, text.as_bytes()).unwrap();
+    expect_frame(&mut s, 0x8A, b"mid").unwrap();
+    expect_frame(&mut s, 0x82, &[1, 2, 3, 4, 5]).unwrap();
+    // Three bytes per write: fragments split mid-header, a Ping between them.
     let mut bytes = frame(0x01, b"one ");
     bytes.extend(frame(0x89, b"p"));
     bytes.extend(frame(0x00, b"two "));
@@ -176,6 +170,10 @@ fn fragments_arriving_in_separate_segments() {
     let (b0, payload) = read_data_frame(&mut s);
     assert_eq!(b0, 0x82);
     assert!(payload == data, "reassembled binary message differs");
+    // Then a clean close.
+    s.write_all(&close_frame(1000, b"")).unwrap();
+    expect_close(&mut s, 1000).unwrap();
+    echo_ok(&mut ok, "frames in pieces").unwrap();
 }
 
 #[test]
@@ -194,7 +192,7 @@ fn ping_gets_pong_with_same_payload() {
         assert_eq!(got, payload);
     }
     // And through tungstenite's client.
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     ws.send(Message::Ping(b"tung".to_vec().into())).unwrap();
     loop {
         match ws.read().unwrap() {
@@ -206,49 +204,6 @@ fn ping_gets_pong_with_same_payload() {
             other => panic!("expected Pong, got {other:?}"),
         }
     }
-}
-
-#[test]
-fn close_handshake_echoes_code_and_reason_then_tcp_ends() {
-    let server = Server::start(&[]);
-    let mut s = upgraded(server.addr, &server.path);
-    // A message first, so the close comes after real traffic.
-    s.write_all(&frame(0x81, b"before")).unwrap();
-    assert_eq!(read_frame(&mut s).unwrap(), (0x81, b"before".to_vec()));
-    s.write_all(&close_frame(4000, "bye")).unwrap();
-    let (b0, payload) = read_frame(&mut s).expect("server's Close");
-    assert_eq!(b0, 0x88, "expected a final Close frame");
-    assert!(payload.len() >= 2, "Close without a code: {payload:?}");
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 4000);
-    assert_eq!(&payload[2..], b"bye", "reason echoed");
-    assert!(
-        closes_within(&mut s, Duration::from_secs(3)),
-        "server did not end the TCP connection after the close handshake"
-    );
-}
-
-#[test]
-fn close_handshake_with_tungstenite_client() {
-    let server = Server::start(&[]);
-    let mut ws = connect(&server.url());
-    assert_echo(&mut ws, Message::text("hi"));
-    ws.close(Some(tungstenite::protocol::CloseFrame {
-        code: 4000.into(),
-        reason: "bye".into(),
-    }))
-    .unwrap();
-    let mut got_close = None;
-    loop {
-        match ws.read() {
-            Ok(Message::Close(f)) => got_close = f,
-            Ok(_) => {}
-            Err(tungstenite::Error::ConnectionClosed) => break,
-            Err(e) => panic!("unexpected error after close: {e}"),
-        }
-    }
-    let f = got_close.expect("server answered Close with a code");
-    assert_eq!(u16::from(f.code), 4000);
-    assert_eq!(f.reason.as_str(), "bye");
 }
 
 #[test]
@@ -278,7 +233,7 @@ fn pipelined_messages_come_back_in_order() {
 #[test]
 fn pipelined_with_tungstenite_client() {
     let server = Server::start(&[]);
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for i in 0..1000 {
         ws.write(Message::binary(format!("{i:04}").into_bytes()))
             .unwrap();
@@ -290,117 +245,6 @@ fn pipelined_with_tungstenite_client() {
             other => panic!("echo {i}: {other:?}"),
         }
     }
-}
-
-const SMALL_LIMITS: [&str; 4] = ["--max-message", "64KiB", "--max-frame", "64KiB"];
-
-#[test]
-fn message_over_max_message_closes_1009() {
-    let server = Server::start(&SMALL_LIMITS);
-    // Exactly the limit is fine.
-    let mut s = upgraded(server.addr, &server.path);
-    let ok = pattern(64 << 10, 1);
-    s.write_all(&frame(0x82, &ok)).unwrap();
-    let (b0, payload) = read_data_frame(&mut s);
-    assert_eq!(b0, 0x82);
-    assert!(payload == ok, "64 KiB echo differs");
-    // One frame of 65 KiB is not.
-    let mut s = upgraded(server.addr, &server.path);
-    let _ = s.write_all(&frame(0x82, &pattern(65 << 10, 2)));
-    let (b0, payload) = read_frame(&mut s).expect("a Close frame, not an echo");
-    assert_eq!(
-        b0, 0x88,
-        "first frame after an oversized message must be Close"
-    );
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
-    assert!(closes_within(&mut s, Duration::from_secs(3)));
-}
-
-#[test]
-fn text_message_over_max_message_closes_1009() {
-    let server = Server::start(&SMALL_LIMITS);
-    let mut s = upgraded(server.addr, &server.path);
-    let _ = s.write_all(&frame(0x81, text_pattern(65 << 10, 3).as_bytes()));
-    assert_eq!(read_close_code(&mut s), Some(1009));
-}
-
-#[test]
-fn many_small_fragments_over_max_message_close_1009() {
-    let server = Server::start(&SMALL_LIMITS);
-    let mut s = upgraded(server.addr, &server.path);
-    // 70 fragments of 1 KiB: each frame is tiny, the message is 70 KiB > 64 KiB.
-    let chunk = pattern(1024, 4);
-    let mut bytes = frame(0x02, &chunk);
-    for _ in 0..68 {
-        bytes.extend(frame(0x00, &chunk));
-    }
-    bytes.extend(frame(0x80, &chunk));
-    let _ = s.write_all(&bytes);
-    let (b0, payload) = read_frame(&mut s).expect("a Close frame, not an echo");
-    assert_eq!(b0, 0x88, "no partial echo before the Close");
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1009);
-    assert!(closes_within(&mut s, Duration::from_secs(3)));
-
-    // The same with text fragments, never sending the final one: the limit must
-    // trip while the message is still incomplete.
-    let mut s = upgraded(server.addr, &server.path);
-    let text = text_pattern(1024, 5);
-    let mut bytes = frame(0x01, text.as_bytes());
-    for _ in 0..69 {
-        bytes.extend(frame(0x00, text.as_bytes()));
-    }
-    let _ = s.write_all(&bytes);
-    assert_eq!(read_close_code(&mut s), Some(1009));
-}
-
-#[test]
-fn fragments_totalling_exactly_max_message_are_echoed() {
-    let server = Server::start(&SMALL_LIMITS);
-    let mut s = upgraded(server.addr, &server.path);
-    let data = pattern(64 << 10, 6);
-    let mut bytes = Vec::new();
-    for (i, chunk) in data.chunks(1024).enumerate() {
-        let first = if i == 0 { 0x02 } else { 0x00 };
-        let fin = if i == 63 { 0x80 } else { 0x00 };
-        bytes.extend(frame(first | fin, chunk));
-    }
-    s.write_all(&bytes).unwrap();
-    let (b0, payload) = read_data_frame(&mut s);
-    assert_eq!(b0, 0x82);
-    assert!(payload == data, "reassembled 64 KiB differs");
-}
-
-#[test]
-fn invalid_utf8_closes_1007() {
-    let server = Server::start(&[]);
-    let mut s = upgraded(server.addr, &server.path);
-    s.write_all(&frame(0x81, b"valid")).unwrap();
-    assert_eq!(read_frame(&mut s).unwrap(), (0x81, b"valid".to_vec()));
-    s.write_all(&frame(0x81, &[b'o', b'k', 0xff, 0xfe]))
-        .unwrap();
-    let (b0, payload) = read_frame(&mut s).expect("Close");
-    assert_eq!(b0, 0x88, "invalid text must not be echoed");
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1007);
-    assert!(closes_within(&mut s, Duration::from_secs(3)));
-
-    // Invalid UTF-8 spread over fragments (a truncated sequence at the end).
-    let mut s = upgraded(server.addr, &server.path);
-    let mut bytes = frame(0x01, "caf".as_bytes());
-    bytes.extend(frame(0x80, &[0xc3]));
-    s.write_all(&bytes).unwrap();
-    assert_eq!(read_close_code(&mut s), Some(1007));
-}
-
-#[test]
-fn unmasked_client_frame_closes_1002() {
-    let server = Server::start(&[]);
-    let mut s = upgraded(server.addr, &server.path);
-    // FIN + text, mask bit clear, 2-byte payload.
-    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
-    let (b0, payload) = read_frame(&mut s).expect("Close");
-    assert_eq!(b0, 0x88, "an unmasked frame must not be echoed");
-    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1002);
-    assert!(closes_within(&mut s, Duration::from_secs(3)));
 }
 
 #[test]

@@ -1,6 +1,9 @@
-//! Faults and resource limits, with short timeouts: dead peers, slow consumers,
-//! slowloris, the open-file limit, connections stalled in the middle of a frame, and the
-//! connection limits (global and per IP).
+//! Faults and resource limits at scale, with short timeouts: slowloris (a thousand
+//! half requests), the open-file limit, thousands of connections stalled in the middle
+//! of a frame, and the connection limits (global and per IP: 503 until a slot frees).
+//!
+//! (Each deadline on one connection — a dead peer, a client that never reads — is
+//! tests/deadlines.rs's.)
 //!
 //! The tests in this file measure time, CPU and memory of the server process, so they
 //! run one at a time (see `serial`) to keep them from disturbing each other on a small
@@ -13,12 +16,9 @@
 mod common;
 use common::*;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
@@ -30,198 +30,6 @@ use tungstenite::Message;
 fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-const TCP_ESTABLISHED: u8 = 1;
-
-/// The kernel's TCP state of our end of `s` (TCP_INFO); lets a test see that the
-/// server closed a socket without reading from it.
-fn tcp_state(s: &TcpStream) -> u8 {
-    // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it.
-    unsafe {
-        let mut info: libc::tcp_info = std::mem::zeroed();
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let rc = libc::getsockopt(
-            s.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            &mut info as *mut libc::tcp_info as *mut libc::c_void,
-            &mut len,
-        );
-        assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
-        info.tcpi_state
-    }
-}
-
-/// A TCP connection to `to` from a chosen local address (bind before connect).
-fn connect_from(local: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let SocketAddr::V4(to) = to else {
-        panic!("IPv4 only")
-    };
-    fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-        // SAFETY: all-zero is a valid sockaddr_in.
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_port = a.port().to_be();
-        sa.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-        sa
-    }
-    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-    // SAFETY: plain socket calls; the descriptor is owned by the TcpStream at once.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let l = sockaddr(SocketAddrV4::new(local, 0));
-        if libc::bind(fd, &l as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let r = sockaddr(to);
-        if libc::connect(fd, &r as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-        stream.set_nodelay(true)?;
-        Ok(stream)
-    }
-}
-
-/// Sends an upgrade request on `s` and returns the response status.
-fn upgrade_status(s: &mut TcpStream, server: &Server) -> u16 {
-    if s.write_all(upgrade_request(server.addr, &server.path, "").as_bytes())
-        .is_err()
-    {
-        return 0;
-    }
-    read_head(s).0
-}
-
-/// A fresh connection's upgrade status (101, 503, ...).
-fn try_upgrade(server: &Server) -> u16 {
-    match TcpStream::connect(server.addr) {
-        Ok(mut s) => {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            upgrade_status(&mut s, server)
-        }
-        Err(_) => 0,
-    }
-}
-
-/// Frames the server sent to `s` until it ended the connection: (first byte, payload).
-fn frames_until_eof(s: &mut TcpStream) -> Vec<(u8, Vec<u8>)> {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut frames = Vec::new();
-    while frames.len() < 100 {
-        match read_frame(s) {
-            Ok(f) => frames.push(f),
-            Err(_) => break,
-        }
-    }
-    frames
-}
-
-fn close_code_of(frames: &[(u8, Vec<u8>)]) -> Option<u16> {
-    frames.iter().find(|(b0, _)| *b0 == 0x88).map(|(_, p)| {
-        if p.len() >= 2 {
-            u16::from_be_bytes([p[0], p[1]])
-        } else {
-            1005
-        }
-    })
-}
-
-/// A healthy tungstenite client that keeps echoing on its own thread while a test
-/// abuses the server, recording every failure and the slowest round trip.
-struct Healthy {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<HealthReport>,
-}
-
-#[derive(Debug)]
-struct HealthReport {
-    echoes: u32,
-    worst: Duration,
-    errors: Vec<String>,
-}
-
-impl Healthy {
-    fn start(server: &Server, every: Duration) -> Healthy {
-        let mut ws = connect(&server.url());
-        assert_echo(&mut ws, Message::text("first"));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut report = HealthReport {
-                echoes: 0,
-                worst: Duration::ZERO,
-                errors: Vec::new(),
-            };
-            // Bounded: at most one echo per `every`, for at most 10 minutes.
-            let give_up = Instant::now() + Duration::from_secs(600);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < give_up {
-                let msg = Message::text(format!("healthy {}", report.echoes));
-                let t0 = Instant::now();
-                if let Err(e) = ws.send(msg.clone()) {
-                    report.errors.push(format!("send: {e}"));
-                    break;
-                }
-                let got = loop {
-                    match ws.read() {
-                        Ok(Message::Ping(_) | Message::Pong(_)) => continue,
-                        other => break other,
-                    }
-                };
-                match got {
-                    Ok(m) if m == msg => report.echoes += 1,
-                    Ok(m) => report.errors.push(format!("wrong echo {m:?}")),
-                    Err(e) => {
-                        report.errors.push(format!("read: {e}"));
-                        break;
-                    }
-                }
-                report.worst = report.worst.max(t0.elapsed());
-                std::thread::sleep(every);
-            }
-            let _ = ws.close(None);
-            report
-        });
-        Healthy { stop, handle }
-    }
-
-    /// Stops the loop and asserts that every echo arrived within `max_latency`.
-    fn finish(self, max_latency: Duration) -> HealthReport {
-        self.stop.store(true, Ordering::Relaxed);
-        let report = self.handle.join().expect("healthy client thread");
-        assert!(
-            report.errors.is_empty() && report.echoes > 0,
-            "healthy client was disturbed: {report:?}"
-        );
-        assert!(
-            report.worst <= max_latency,
-            "healthy client: slowest echo took {:?} (> {max_latency:?}) over {} echoes",
-            report.worst,
-            report.echoes
-        );
-        report
-    }
-}
-
-fn alive(server: &mut Server) -> bool {
-    matches!(server.child.try_wait(), Ok(None))
-}
-
-/// The value of `key=` in the server's startup line.
-fn logged_setting(server: &Server, key: &str) -> Option<String> {
-    // The log thread reports the address before it stores the line.
-    wait_until(Duration::from_secs(2), || {
-        server.logged("listening on ws://")
-    });
-    let logs = server.logs.lock().unwrap();
-    let line = logs.iter().find(|l| l.contains("listening on ws://"))?;
-    let rest = line.split(&format!(" {key}=")).nth(1)?;
-    Some(rest.split_whitespace().next()?.to_string())
 }
 
 /// Opens `n` connections, pausing every 16 until the server has accepted them (its
@@ -271,162 +79,6 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------
-// Dead peer.
-// ---------------------------------------------------------------------------------
-
-/// A peer that never reads and never answers pings is pinged at ping_interval, closed
-/// with 1001 at idle_timeout (+ at most 1 s), and its slot is freed.
-#[test]
-fn dead_peer_closed_at_idle_timeout_and_slot_freed() {
-    let _serial = serial();
-    let idle = Duration::from_millis(600);
-    let server = Server::start(&[
-        "--ping-interval",
-        "200ms",
-        "--idle-timeout",
-        "600ms",
-        "--max-connections",
-        "1",
-    ]);
-    let mut s = upgraded(server.addr, &server.path);
-    let t0 = Instant::now();
-    // While it is open, the one slot is taken.
-    assert_eq!(try_upgrade(&server), 503);
-    let closed = wait_until(idle + Duration::from_secs(2), || {
-        tcp_state(&s) != TCP_ESTABLISHED
-    });
-    let took = t0.elapsed();
-    println!("dead peer closed after {took:?} (idle timeout {idle:?})");
-    assert!(closed, "dead peer still connected after {took:?}");
-    assert!(
-        took >= idle - Duration::from_millis(50),
-        "closed too early: {took:?}"
-    );
-    assert!(
-        took <= idle + Duration::from_secs(1),
-        "closed late: {took:?} (idle timeout {idle:?})"
-    );
-    let freed = wait_until(Duration::from_secs(1), || try_upgrade(&server) == 101);
-    assert!(freed, "slot not freed after the dead peer was closed");
-    let mut ws = connect(&server.url());
-    assert_echo(&mut ws, Message::text("after dead peer"));
-    // What the dead peer would have read: the ping, then Close 1001 (idle timeout).
-    let frames = frames_until_eof(&mut s);
-    assert_eq!(
-        frames.first().map(|f| f.0),
-        Some(0x89),
-        "expected a Ping first: {frames:?}"
-    );
-    assert_eq!(
-        close_code_of(&frames),
-        Some(1001),
-        "no Close 1001 before the server ended the connection at the idle timeout; \
-         frames received: {frames:?}"
-    );
-}
-
-/// A peer that answers pings (tungstenite does) stays connected past idle_timeout.
-#[test]
-fn live_peer_answering_pings_survives_idle_timeout() {
-    let _serial = serial();
-    let server = Server::start(&["--ping-interval", "200ms", "--idle-timeout", "600ms"]);
-    let mut ws = connect(&server.url());
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-    }
-    // Read (and so answer pings) for 1.5 s without sending any data message.
-    let until = Instant::now() + Duration::from_millis(1500);
-    let mut pings = 0;
-    while Instant::now() < until {
-        match ws.read() {
-            Ok(Message::Ping(_)) => pings += 1,
-            Ok(m) => panic!("unexpected {m:?}"),
-            Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(e) => panic!("closed although it answered pings: {e}"),
-        }
-        let _ = ws.flush();
-    }
-    assert!(pings >= 2, "expected pings, got {pings}");
-    if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    }
-    assert_echo(&mut ws, Message::text("still here"));
-}
-
-// ---------------------------------------------------------------------------------
-// Slow consumer.
-// ---------------------------------------------------------------------------------
-
-/// A client that sends many 64 KiB messages and never reads the echoes: the server
-/// stops reading it once 1 MiB is pending (RSS stays bounded), drops it at the write
-/// timeout, and other clients are served throughout.
-#[test]
-fn slow_consumer_bounded_and_dropped_at_write_timeout() {
-    let _serial = serial();
-    let write_timeout = Duration::from_secs(1);
-    let mut server = Server::start(&["--max-pending-output", "1MiB", "--write-timeout", "1s"]);
-    let healthy = Healthy::start(&server, Duration::from_millis(20));
-    std::thread::sleep(Duration::from_millis(100));
-    let before = server.rss();
-    let mut peak = before;
-
-    let mut s = upgraded(server.addr, &server.path);
-    s.set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let msg = frame(0x82, &vec![0x5a; 64 << 10]);
-    let t0 = Instant::now();
-    let mut sent = 0usize;
-    // At most 512 × 64 KiB = 32 MiB; stops at the first write that blocks 200 ms.
-    for _ in 0..512 {
-        if s.write_all(&msg).is_err() {
-            break;
-        }
-        sent += 1;
-        if sent.is_multiple_of(8) {
-            peak = peak.max(server.rss());
-        }
-    }
-    let blocked_after = t0.elapsed();
-    let closed = wait_until(Duration::from_secs(4), || {
-        peak = peak.max(server.rss());
-        tcp_state(&s) != TCP_ESTABLISHED
-    });
-    let closed_after = t0.elapsed();
-    let growth = peak.saturating_sub(before);
-    println!(
-        "slow consumer: sent {sent} x 64 KiB, writes blocked after {blocked_after:?}, \
-         closed after {closed_after:?}; server RSS {before} -> peak {peak} (+{} KiB)",
-        growth >> 10
-    );
-    assert!(
-        sent < 512,
-        "the server never pushed back: 32 MiB accepted from a client that does not read"
-    );
-    assert!(closed, "slow consumer not dropped within {closed_after:?}");
-    assert!(
-        closed_after >= write_timeout,
-        "dropped before the write timeout: {closed_after:?}"
-    );
-    assert!(
-        closed_after <= write_timeout + Duration::from_millis(1500),
-        "dropped late: {closed_after:?} (write timeout {write_timeout:?})"
-    );
-    assert!(
-        server.logged("write timeout"),
-        "no 'write timeout' in the server log"
-    );
-    assert!(
-        growth < 32 << 20,
-        "server RSS grew by {growth} bytes with --max-pending-output 1MiB"
-    );
-    let report = healthy.finish(Duration::from_secs(1));
-    println!("healthy client: {report:?}");
-    assert!(alive(&mut server));
-}
-
-// ---------------------------------------------------------------------------------
 // Slowloris.
 // ---------------------------------------------------------------------------------
 
@@ -459,10 +111,7 @@ fn slowloris_dropped_at_handshake_timeout() {
             (opened + timeout - Duration::from_millis(150))
                 .saturating_duration_since(Instant::now()),
         );
-        let early = socks
-            .iter()
-            .filter(|(s, _)| tcp_state(s) != TCP_ESTABLISHED)
-            .count();
+        let early = socks.iter().filter(|(s, _)| peer_gone(s)).count();
         assert_eq!(
             early, 0,
             "{early} sockets dropped before the handshake timeout"
@@ -507,7 +156,7 @@ fn slowloris_dropped_at_handshake_timeout() {
     );
     let report = healthy.finish(Duration::from_secs(1));
     println!("healthy client during slowloris: {report:?}");
-    assert!(alive(&mut server));
+    assert!(server.alive(), "the server exited");
 }
 
 // ---------------------------------------------------------------------------------
@@ -572,7 +221,8 @@ fn count(statuses: &[u16], code: u16) -> usize {
 fn fd_limit_default_max_connections() {
     let _serial = serial();
     let mut server = start_with_fd_limit(&[]);
-    let max_conns: usize = logged_setting(&server, "max_connections")
+    let max_conns: usize = server
+        .setting("max_connections")
         .expect("max_connections in the startup line")
         .parse()
         .unwrap();
@@ -594,7 +244,7 @@ fn fd_limit_default_max_connections() {
         "fd limit {FD_LIMIT}, default max_connections {max_conns}: {n} sockets, server holds \
          {fds} fds; {ticks_full} CPU ticks in 2 s"
     );
-    assert!(alive(&mut server), "server died at its connection limit");
+    assert!(server.alive(), "server died at its connection limit");
     assert!(fds < FD_LIMIT, "server used all {fds} descriptors");
     assert!(
         ticks_full < 20,
@@ -655,12 +305,14 @@ fn fd_limit_default_max_connections() {
         .map(|(s, _)| s)
         .skip(50)
         .collect();
-    let served = wait_until(Duration::from_secs(3), || try_upgrade(&server) == 101);
+    let served = wait_until(Duration::from_secs(3), || {
+        try_upgrade(server.addr, &server.path).0 == 101
+    });
     assert!(served, "no new connection accepted after 50 closed");
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("after the fd limit"));
     drop(upgraded_socks);
-    assert!(alive(&mut server));
+    assert!(server.alive(), "the server exited");
 }
 
 /// Under `ulimit -n 256` with `--max-connections 1000`: the descriptors run out before
@@ -685,7 +337,7 @@ fn fd_limit_exhausted_accept_backs_off() {
         "EMFILE: {n} sockets, server holds {fds} of {FD_LIMIT} fds; {ticks_emfile} CPU ticks \
          in 2 s while out of descriptors"
     );
-    assert!(alive(&mut server), "server died out of descriptors");
+    assert!(server.alive(), "server died out of descriptors");
     assert!(
         ticks_emfile < 20,
         "busy loop out of descriptors: {ticks_emfile} ticks in 2 s"
@@ -728,14 +380,16 @@ fn fd_limit_exhausted_accept_backs_off() {
         }
     }
     assert_eq!(late, waiting);
-    let served = wait_until(Duration::from_secs(3), || try_upgrade(&server) == 101);
+    let served = wait_until(Duration::from_secs(3), || {
+        try_upgrade(server.addr, &server.path).0 == 101
+    });
     assert!(
         served,
         "no new connection accepted after descriptors were freed"
     );
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("after EMFILE"));
-    assert!(alive(&mut server));
+    assert!(server.alive(), "the server exited");
 }
 
 // ---------------------------------------------------------------------------------
@@ -855,8 +509,8 @@ fn stalled_mid_frame(n: usize) {
     println!("stalled connections closed {closed_after:?} after stalling (idle timeout {idle:?})");
     let mut codes = std::collections::BTreeMap::new();
     for s in &mut socks {
-        let frames = frames_until_eof(s);
-        *codes.entry(close_code_of(&frames)).or_insert(0) += 1;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        *codes.entry(read_close_code(s)).or_insert(0) += 1;
     }
     assert_eq!(
         codes.get(&Some(1001)).copied().unwrap_or(0),
@@ -865,7 +519,7 @@ fn stalled_mid_frame(n: usize) {
     );
     let report = healthy.finish(Duration::from_secs(2));
     println!("healthy client: {report:?}");
-    assert!(alive(&mut server));
+    assert!(server.alive(), "the server exited");
 }
 
 #[test]
@@ -888,29 +542,30 @@ fn stalled_mid_frame_10k_connections() {
 fn per_ip_limit() {
     let _serial = serial();
     let server = Server::start(&["--max-connections-per-ip", "3"]);
+    let (a, p) = (server.addr, server.path.clone());
     let local = Ipv4Addr::new(127, 0, 0, 1);
     let other = Ipv4Addr::new(127, 0, 0, 2);
+    let from = |ip| connect_tuned(a, Some(ip), None);
     let mut three: Vec<TcpStream> = (0..3)
         .map(|_| {
-            let mut s = connect_from(local, server.addr).unwrap();
-            assert_eq!(upgrade_status(&mut s, &server), 101);
+            let mut s = from(local).unwrap();
+            assert_eq!(request_upgrade(&mut s, a, &p), 101);
             s
         })
         .collect();
     // The 4th from 127.0.0.1 gets 503 with Retry-After, and the connection ends.
-    let mut fourth = connect_from(local, server.addr).unwrap();
+    let mut fourth = from(local).unwrap();
     fourth
-        .write_all(upgrade_request(server.addr, &server.path, "").as_bytes())
+        .write_all(upgrade_request(a, &p, "").as_bytes())
         .unwrap();
-    let mut all = Vec::new();
-    let _ = fourth.read_to_end(&mut all);
-    let text = String::from_utf8_lossy(&all);
-    assert!(text.starts_with("HTTP/1.1 503 "), "{text}");
-    assert!(text.contains("\r\nRetry-After: "), "{text}");
+    let reply = read_to_eof(&mut fourth, ANSWER_WITHIN)
+        .and_then(|all| parse_reply(&all))
+        .and_then(|r| check_refusal(&r, 503, &[]).map(|()| r))
+        .unwrap_or_else(|e| panic!("4th connection from one IP: {e}"));
+    assert!(reply.header("Retry-After").is_some(), "{}", reply.head);
     // One from 127.0.0.2 is fine.
-    let mut from_other =
-        connect_from(other, server.addr).expect("connect from 127.0.0.2 (loopback /8)");
-    assert_eq!(upgrade_status(&mut from_other, &server), 101);
+    let mut from_other = from(other).expect("connect from 127.0.0.2 (loopback /8)");
+    assert_eq!(request_upgrade(&mut from_other, a, &p), 101);
     from_other.write_all(&frame(0x81, b"other ip")).unwrap();
     assert_eq!(
         read_frame(&mut from_other).unwrap(),
@@ -923,12 +578,11 @@ fn per_ip_limit() {
     }
     // After one closes (clean close), a new one from 127.0.0.1 succeeds.
     let mut gone = three.remove(0);
-    gone.write_all(&frame(0x88, &1000u16.to_be_bytes()))
-        .unwrap();
-    assert_eq!(read_close_code(&mut gone), Some(1000));
+    gone.write_all(&close_frame(1000, b"")).unwrap();
+    expect_close(&mut gone, 1000).unwrap();
     let freed = wait_until(Duration::from_secs(2), || {
-        let mut s = connect_from(local, server.addr).unwrap();
-        let ok = upgrade_status(&mut s, &server) == 101;
+        let mut s = from(local).unwrap();
+        let ok = request_upgrade(&mut s, a, &p) == 101;
         if ok {
             three.push(s);
         }
@@ -936,35 +590,47 @@ fn per_ip_limit() {
     });
     assert!(freed, "per-IP count not freed after a close");
     // Now 3 again: the next one from 127.0.0.1 is refused once more.
-    let mut again = connect_from(local, server.addr).unwrap();
-    assert_eq!(upgrade_status(&mut again, &server), 503);
+    let mut again = from(local).unwrap();
+    assert_eq!(request_upgrade(&mut again, a, &p), 503);
 }
 
+/// `--max-connections 5`: the sixth gets 503 with Retry-After (tungstenite's client
+/// sees it too) while the five are unaffected, a bad request still gets its own
+/// answer, and a slot frees as soon as one of the five closes.
 #[test]
 fn max_connections_limit() {
     let _serial = serial();
     let server = Server::start(&["--max-connections", "5"]);
-    let mut five: Vec<Client> = (0..5).map(|_| connect(&server.url())).collect();
-    let (status, text) = http(
-        server.addr,
-        upgrade_request(server.addr, &server.path, "").as_bytes(),
-    );
-    assert_eq!(status, 503, "{text}");
-    assert!(text.contains("Retry-After: "), "{text}");
+    let (a, p) = (server.addr, server.path.clone());
+    let mut five: Vec<Client> = (0..5).map(|_| connect(server.url())).collect();
+    for (i, ws) in five.iter_mut().enumerate() {
+        assert_echo(ws, Message::text(format!("client {i}")));
+    }
+    let r = refused(a, upgrade_request(a, &p, "").as_bytes(), 503, &[])
+        .unwrap_or_else(|e| panic!("sixth connection: {e}"));
+    assert!(r.header("Retry-After").is_some(), "{}", r.head);
+    match tungstenite::connect(server.url()) {
+        Err(tungstenite::Error::Http(resp)) => assert_eq!(resp.status().as_u16(), 503),
+        Err(e) => panic!("expected HTTP 503, got {e}"),
+        Ok(_) => panic!("a sixth connection was accepted with --max-connections 5"),
+    }
     // Bad requests over the limit still get their own answer, not 503.
-    let (status, _) = http(server.addr, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(status, 404);
+    assert_refused(a, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 404);
     for ws in &mut five {
         assert_echo(ws, Message::text("within the limit"));
     }
-    // After a clean close the count frees.
+    // After a clean close the count frees; only 503 is seen until it does.
     let mut closing = five.pop().unwrap();
     closing.close(None).unwrap();
     while closing.read().is_ok() {}
-    let freed = wait_until(Duration::from_secs(2), || try_upgrade(&server) == 101);
-    assert!(freed, "count not freed after a close");
-    let mut ws = connect(&server.url());
-    assert_echo(&mut ws, Message::text("sixth after one left"));
-    five.push(ws);
-    assert_eq!(try_upgrade(&server), 503);
+    let mut s = upgrade_within(a, &p, Duration::from_secs(2))
+        .expect("no new connection accepted after one of five closed");
+    s.write_all(&frame(0x81, b"sixth")).unwrap();
+    assert_eq!(read_frame(&mut s).unwrap(), (0x81, b"sixth".to_vec()));
+    for ws in &mut five {
+        assert_echo(ws, Message::text("still fine"));
+    }
+    // Five open again: the next one is refused once more.
+    refused(a, upgrade_request(a, &p, "").as_bytes(), 503, &[])
+        .unwrap_or_else(|e| panic!("with five open again: {e}"));
 }

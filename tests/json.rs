@@ -2,21 +2,11 @@
 //! free loopback port and send it requests, good and bad, over one connection.
 
 use serde_json::{Value, json};
-use std::time::Duration;
 use tungstenite::Message;
-use tungstenite::stream::MaybeTlsStream;
 
 mod common;
-use common::Client;
 use common::example::Example;
-
-fn connect(ex: &Example) -> Client {
-    let (ws, _) = tungstenite::connect(ex.url.as_str()).expect("connect");
-    if let MaybeTlsStream::Plain(s) = ws.get_ref() {
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    }
-    ws
-}
+use common::{Client, connect};
 
 /// Sends `msg` and returns the reply, which must be a JSON text message.
 fn ask(ws: &mut Client, msg: Message) -> Value {
@@ -52,7 +42,7 @@ fn error_of(reply: &Value) -> &str {
 #[test]
 fn answers_requests() {
     let ex = Example::start("json_echo");
-    let mut ws = connect(&ex);
+    let mut ws = connect(ex.url.as_str());
     assert_eq!(
         ask_text(&mut ws, r#"{"op":"add","a":1,"b":2}"#),
         json!({"result": 3})
@@ -82,7 +72,7 @@ fn answers_requests() {
 #[test]
 fn malformed_requests_get_an_error_and_the_connection_stays_open() {
     let ex = Example::start("json_echo");
-    let mut ws = connect(&ex);
+    let mut ws = connect(ex.url.as_str());
     let cases = [
         (r#"{"op":"add","a":1"#, "EOF while parsing"),
         ("not json", "expected"),

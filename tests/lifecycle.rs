@@ -4,57 +4,22 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
 
-fn sigterm(pid: u32) {
-    let rc = unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-}
-
-/// Waits (bounded) for `child` to exit.
-fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Kills (by PID) and reaps a child we started, unless it already exited.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
 /// A raw client that reads until the server's Close, answers it, and reports the
-/// code and whether the server then closed the TCP connection.
+/// code and whether the server then ended the TCP connection with nothing more.
 fn raw_client_answering_close(mut s: TcpStream) -> std::thread::JoinHandle<(Option<u16>, bool)> {
     std::thread::spawn(move || {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let code = read_close_code(&mut s);
         if let Some(code) = code {
-            let mut payload = code.to_be_bytes().to_vec();
-            payload.extend_from_slice(b"ok");
-            let _ = s.write_all(&frame(0x88, &payload));
+            let _ = s.write_all(&close_frame(code, b"ok"));
         }
-        let mut buf = [0u8; 64];
-        let eof = matches!(s.read(&mut buf), Ok(0))
-            || matches!(s.read(&mut buf), Err(e) if e.kind() == ErrorKind::ConnectionReset);
+        let eof = expect_eof(&mut s, Duration::from_secs(10)).is_ok();
         (code, eof)
     })
 }
@@ -63,7 +28,7 @@ fn raw_client_answering_close(mut s: TcpStream) -> std::thread::JoinHandle<(Opti
 fn sigterm_closes_clients_with_1001_and_exits_0() {
     let mut server = Server::start(&["--close-timeout", "10s"]);
     // A tungstenite client (answers Close by itself) and a raw one, both echoing first.
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("before shutdown"));
     let mut s = upgraded(server.addr, &server.path);
     s.write_all(&frame(0x81, b"raw")).unwrap();
@@ -184,7 +149,7 @@ fn sigterm_right_after_start_exits_0() {
 fn sigterm_with_no_clients_exits_0_promptly() {
     let mut server = Server::start(&[]);
     // Once a connection has been served the loop is certainly running.
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("up"));
     ws.close(None).unwrap();
     while ws.read().is_ok() {}
@@ -325,15 +290,9 @@ fn help_lists_every_default_and_they_are_the_real_ones() {
         .cloned()
         .unwrap();
     let effective = |key: &str| -> String {
-        let needle = format!("{key}=");
-        let i = line
-            .find(&needle)
-            .unwrap_or_else(|| panic!("{key} not in start-up line {line}"));
-        line[i + needle.len()..]
-            .split([' ', ')'])
-            .next()
-            .unwrap()
-            .to_string()
+        server
+            .setting(key)
+            .unwrap_or_else(|| panic!("{key} not in start-up line {line}"))
     };
 
     // flag, config key in the start-up line (None: cannot be compared that way)
@@ -425,30 +384,9 @@ fn version_flag() {
     assert!(text.contains(env!("CARGO_PKG_VERSION")), "{text}");
 }
 
-/// Builds examples/embed.rs and returns the path of its binary.
-fn build_embed() -> std::path::PathBuf {
-    let out = Command::new(env!("CARGO"))
-        .args(["build", "--example", "embed"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .expect("run cargo build");
-    assert!(
-        out.status.success(),
-        "cargo build --example embed failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // This test runs from target/<profile>/deps/; the example is in ../examples/.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    let path = profile_dir.join("examples").join("embed");
-    assert!(path.exists(), "{} not built", path.display());
-    path
-}
-
 #[test]
 fn embed_example_bridges_tcp_lines_to_websocket_clients_from_one_poll() {
-    let bin = build_embed();
+    let bin = common::example::example_exe("embed");
     let mut child = Guard(
         Command::new(&bin)
             .args(["127.0.0.1:0", "127.0.0.1:0"])

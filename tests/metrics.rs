@@ -17,6 +17,22 @@ fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
     (status_of(&body), body)
 }
 
+/// The metrics endpoint's address, from the server's log.
+fn metrics_addr(server: &Server) -> SocketAddr {
+    let mut addr = None;
+    let found = wait_until(Duration::from_secs(5), || {
+        addr = server.logs.lock().unwrap().iter().find_map(|l| {
+            l.split("metrics on http://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .and_then(|a| a.parse::<SocketAddr>().ok())
+        });
+        addr.is_some()
+    });
+    assert!(found, "no metrics address in the server's log");
+    addr.unwrap()
+}
+
 fn value(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
@@ -29,18 +45,7 @@ fn value(text: &str, series: &str) -> u64 {
 #[test]
 fn metrics_move_with_traffic() {
     let server = Server::start(&["--metrics-listen", "127.0.0.1:0"]);
-    let mut addr = None;
-    assert!(wait_until(Duration::from_secs(5), || {
-        let logs = server.logs.lock().unwrap();
-        addr = logs.iter().find_map(|l| {
-            l.split("metrics on http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .and_then(|a| a.parse().ok())
-        });
-        addr.is_some()
-    }));
-    let addr: SocketAddr = addr.unwrap();
+    let addr = metrics_addr(&server);
 
     let (status, before) = scrape(addr, "/metrics");
     assert_eq!(status, 200);
@@ -48,7 +53,7 @@ fn metrics_move_with_traffic() {
     assert_eq!(value(&before, "wsloop_messages_in_total"), 0);
     assert_eq!(scrape(addr, "/other").0, 404);
 
-    let mut ws = connect(&server.url());
+    let mut ws = connect(server.url());
     for i in 0..10 {
         assert_echo(&mut ws, Message::text(format!("message {i}")));
     }
@@ -60,7 +65,7 @@ fn metrics_move_with_traffic() {
         .0,
         404
     );
-    let mut closing = connect(&server.url());
+    let mut closing = connect(server.url());
     closing
         .close(Some(CloseFrame {
             code: 4000.into(),
@@ -99,17 +104,7 @@ fn pings_and_idle_closes_are_counted() {
         "--idle-timeout",
         "500ms",
     ]);
-    let mut addr = None;
-    assert!(wait_until(Duration::from_secs(5), || {
-        addr = server.logs.lock().unwrap().iter().find_map(|l| {
-            l.split("metrics on http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-        });
-        addr.is_some()
-    }));
-    let addr = addr.unwrap();
+    let addr = metrics_addr(&server);
     let mut silent = upgraded(server.addr, "/ws");
     assert_eq!(read_close_code(&mut silent), Some(1001));
     assert!(wait_until(Duration::from_secs(5), || {

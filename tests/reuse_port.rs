@@ -17,7 +17,7 @@ fn two_processes_share_a_port() {
 
     let mut clients = Vec::new();
     for i in 0..64 {
-        let mut ws = connect(&first.url());
+        let mut ws = connect(first.url());
         assert_echo(&mut ws, Message::text(format!("client {i}")));
         clients.push(ws);
     }

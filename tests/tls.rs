@@ -81,20 +81,15 @@ fn wss_connect(
         })
 }
 
-fn echo(ws: &mut TlsClient, msg: Message) {
-    ws.send(msg.clone()).unwrap();
-    assert_eq!(ws.read().unwrap(), msg);
-}
-
 #[test]
 fn echo_over_wss() {
     let certs = make_certs("echo");
     let server = start_tls(&certs);
     assert!(server.logged("listening on wss://"));
     let mut ws = wss_connect(&server, client_config(Some(&certs.cert_der))).expect("wss handshake");
-    echo(&mut ws, Message::text("over TLS"));
+    assert_echo(&mut ws, Message::text("over TLS"));
     let big: Vec<u8> = (0..(1 << 20) + 1).map(|i| (i % 251) as u8).collect();
-    echo(&mut ws, Message::binary(big));
+    assert_echo(&mut ws, Message::binary(big));
     for i in 0..200 {
         ws.write(Message::text(format!("pipelined {i}"))).unwrap();
     }
@@ -138,7 +133,7 @@ fn plain_http_and_untrusted_clients_fail_cleanly() {
         "{err}"
     );
 
-    echo(&mut healthy, Message::text("still here"));
+    assert_echo(&mut healthy, Message::text("still here"));
 }
 
 #[test]

@@ -15,6 +15,25 @@ pub fn example_exe(name: &str) -> PathBuf {
         return exe.clone();
     }
     let mut cmd = Command::new(env!("CARGO"));
+    // The variables cargo sets for this test binary describe this crate; a nested
+    // cargo that inherits them reruns build scripts that watch them (ring's), and the
+    // next `cargo test` then rebuilds ring, rustls and wsloop all over again.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+            ]
+            .contains(&name.as_ref())
+            || name.starts_with("CARGO_BIN_")
+            || name == "OUT_DIR"
+        {
+            cmd.env_remove(name.as_ref());
+        }
+    }
     cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
         .args([
             "build",
