@@ -144,10 +144,13 @@ fn drive(input: &[u8], chunks: &[u8], cfg: &Config) {
         }
         driver.expire(registry, now, &mut Vec::new());
         driver.end_turn(registry, now);
-        let Some(pending) = driver.pending_output(key) else {
+        let (Some(pending), Some(stream)) = (driver.pending_output(key), driver.stream(key)) else {
             return;
         };
         assert!(pending <= bound, "pending output {pending} over {bound}");
+        if stream.input.is_empty() && pending == 0 {
+            return;
+        }
     }
 }
 

@@ -5,7 +5,8 @@
 //! | we close (handler, shutdown) | Close with our code | `Closing`: wait for its Close |
 //! | the peer closes | our Close echoing its code | `Draining`: write it, drop |
 //! | the peer fell silent (idle timeout) | Close 1001 | `Draining`: nothing to wait for |
-//! | we fail it (protocol error, HTTP error) | Close 1002/1007/1009, or the HTTP reply | `Lingering` |
+//! | we fail it (protocol error) | Close 1002/1007/1009 | `Lingering` |
+//! | we refuse the upgrade | the HTTP reply | `Draining` if the request was all it sent, else `Lingering` |
 //! | the peer is gone (EOF, reset, write error or timeout) | nothing | dropped at once |
 //!
 //! Lingering, as nginx's `lingering_close`: write the answer, end our direction, and
@@ -66,6 +67,20 @@ impl<S: Transport> Conn<S> {
             self.queue_close(code, reason, now, env);
         }
         self.linger(now);
+    }
+
+    /// An HTTP answer is queued: drop once it is written when the request was all the
+    /// peer sent (nothing unread, so no reset), linger otherwise.
+    pub(super) fn answered(&mut self, whole: bool, now: Instant) {
+        if whole {
+            self.phase = Phase::Draining;
+            if let Some(busy) = self.busy.as_deref_mut() {
+                busy.since = now;
+            }
+            self.effects |= Effects::RESCHEDULE;
+        } else {
+            self.linger(now);
+        }
     }
 
     /// Enters `Lingering` once the answer is queued.

@@ -161,6 +161,10 @@ impl<S: Transport> Conn<S> {
         }
     }
 
+    pub(crate) fn stream(&self) -> &S {
+        &self.stream
+    }
+
     /// The stream, for the loop to register and close.
     pub(crate) fn stream_mut(&mut self) -> &mut S {
         &mut self.stream

@@ -61,14 +61,18 @@ impl<S: Transport> Conn<S> {
             }
             match handshake::evaluate(&busy.partial, env.cfg, peer, over_limit) {
                 Outcome::Partial => continue,
-                Outcome::Respond { status, reply } => {
+                Outcome::Respond {
+                    status,
+                    reply,
+                    whole,
+                } => {
                     debug!("{peer}: answered over HTTP with {status}");
                     if status != 200 {
                         *env.stats.handshakes_failed.entry(status).or_default() += 1;
                     }
                     busy.partial.clear();
                     busy.out.push_bytes(&reply);
-                    self.linger(now);
+                    self.answered(whole, now);
                     return self.flush(now, env);
                 }
                 Outcome::Accept {
@@ -102,7 +106,7 @@ impl<S: Transport> Conn<S> {
                     if status != 101 {
                         debug!("{peer}: answered over HTTP with {status}");
                         *env.stats.handshakes_failed.entry(status).or_default() += 1;
-                        self.linger(now);
+                        self.answered(rest.is_empty(), now);
                         return self.flush(now, env);
                     }
                     env.stats.handshakes_ok += 1;

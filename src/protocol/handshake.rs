@@ -44,8 +44,13 @@ pub(crate) enum Outcome {
         request: Request,
     },
     /// Answer over plain HTTP (an error, or the console page) and close; `reply` is
-    /// the whole response.
-    Respond { status: u16, reply: Vec<u8> },
+    /// the whole response. `whole`: the input was exactly one complete request, so
+    /// nothing unread can turn the close into a reset — no need to linger.
+    Respond {
+        status: u16,
+        reply: Vec<u8>,
+        whole: bool,
+    },
 }
 
 /// Headers a request may carry; more is answered with 431.
@@ -67,98 +72,110 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
         }
         Err(e) => return reject(400, &format!("malformed HTTP request: {e}"), &[]),
     };
-    if consumed > cfg.max_request {
-        return reject(431, "request header fields too large", &[]);
-    }
-    let Some(method) = req.method else {
-        return reject(400, "malformed HTTP request", &[]);
-    };
-    if method != "GET" {
-        return reject(405, "websocket: method must be GET", &["Allow: GET"]);
-    }
-    if req.version != Some(1) {
-        return reject(400, "websocket: HTTP/1.1 required", &[]);
-    }
-    let target = req.path.unwrap_or("");
-    let path = target.split('?').next().unwrap_or("");
-    if cfg.console && path == "/" {
-        return Outcome::Respond {
-            status: 200,
-            reply: console_page(&cfg.path),
+    let whole = consumed == buf.len();
+    let decide = || {
+        if consumed > cfg.max_request {
+            return reject(431, "request header fields too large", &[]);
+        }
+        let Some(method) = req.method else {
+            return reject(400, "malformed HTTP request", &[]);
         };
-    }
-    if path != cfg.path {
-        return reject(404, "not found", &[]);
-    }
-    let find = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
+        if method != "GET" {
+            return reject(405, "websocket: method must be GET", &["Allow: GET"]);
+        }
+        if req.version != Some(1) {
+            return reject(400, "websocket: HTTP/1.1 required", &[]);
+        }
+        let target = req.path.unwrap_or("");
+        let path = target.split('?').next().unwrap_or("");
+        if cfg.console && path == "/" {
+            return Outcome::Respond {
+                status: 200,
+                reply: console_page(&cfg.path),
+                whole: true,
+            };
+        }
+        if path != cfg.path {
+            return reject(404, "not found", &[]);
+        }
+        let find = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| h.value)
+        };
+        let Some(host) = find("Host").and_then(|h| std::str::from_utf8(h).ok()) else {
+            return reject(400, "websocket: missing Host header", &[]);
+        };
+        let has_token = |name: &str, token: &str| {
+            req.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(name))
+                .any(|h| list_items(h.value).any(|t| t.eq_ignore_ascii_case(token)))
+        };
+        if !has_token("Upgrade", "websocket") || !has_token("Connection", "upgrade") {
+            return reject(
+                426,
+                "websocket: this endpoint speaks WebSocket only (Upgrade: websocket required)",
+                &["Upgrade: websocket", "Connection: Upgrade"],
+            );
+        }
+        if find("Sec-WebSocket-Version").map(trim) != Some(&b"13"[..]) {
+            return reject(
+                426,
+                "websocket: unsupported version (13 required)",
+                &["Sec-WebSocket-Version: 13", "Upgrade: websocket"],
+            );
+        }
+        let Some(key) = find("Sec-WebSocket-Key").map(trim).filter(|k| valid_key(k)) else {
+            return reject(
+                400,
+                "websocket: missing or malformed Sec-WebSocket-Key",
+                &[],
+            );
+        };
+        if let Some(origin) = find("Origin")
+            && !origin_allowed(&cfg.origins, origin, host)
+        {
+            return reject(403, "websocket: origin not allowed", &[]);
+        }
+        if over_limit {
+            return reject(
+                503,
+                "server at connection limit, retry later",
+                &["Retry-After: 1"],
+            );
+        }
+        let subprotocol = choose_subprotocol(&cfg.subprotocols, &req);
+        let accept_key = tungstenite::handshake::derive_accept_key(key);
+        let request = Request {
+            path: target.to_string(),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
+                .collect(),
+            subprotocol,
+            peer,
+        };
+        Outcome::Accept {
+            accept_key,
+            consumed,
+            request,
+        }
     };
-    let Some(host) = find("Host").and_then(|h| std::str::from_utf8(h).ok()) else {
-        return reject(400, "websocket: missing Host header", &[]);
-    };
-    let has_token = |name: &str, token: &str| {
-        req.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case(name))
-            .any(|h| list_items(h.value).any(|t| t.eq_ignore_ascii_case(token)))
-    };
-    if !has_token("Upgrade", "websocket") || !has_token("Connection", "upgrade") {
-        return reject(
-            426,
-            "websocket: this endpoint speaks WebSocket only (Upgrade: websocket required)",
-            &["Upgrade: websocket", "Connection: Upgrade"],
-        );
-    }
-    if find("Sec-WebSocket-Version").map(trim) != Some(&b"13"[..]) {
-        return reject(
-            426,
-            "websocket: unsupported version (13 required)",
-            &["Sec-WebSocket-Version: 13", "Upgrade: websocket"],
-        );
-    }
-    let Some(key) = find("Sec-WebSocket-Key").map(trim).filter(|k| valid_key(k)) else {
-        return reject(
-            400,
-            "websocket: missing or malformed Sec-WebSocket-Key",
-            &[],
-        );
-    };
-    if let Some(origin) = find("Origin")
-        && !origin_allowed(&cfg.origins, origin, host)
-    {
-        return reject(403, "websocket: origin not allowed", &[]);
-    }
-    if over_limit {
-        return reject(
-            503,
-            "server at connection limit, retry later",
-            &["Retry-After: 1"],
-        );
-    }
-    let subprotocol = choose_subprotocol(&cfg.subprotocols, &req);
-    let accept_key = tungstenite::handshake::derive_accept_key(key);
-    let request = Request {
-        path: target.to_string(),
-        headers: req
-            .headers
-            .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8_lossy(h.value).into_owned(),
-                )
-            })
-            .collect(),
-        subprotocol,
-        peer,
-    };
-    Outcome::Accept {
-        accept_key,
-        consumed,
-        request,
+    match decide() {
+        Outcome::Respond { status, reply, .. } => Outcome::Respond {
+            status,
+            reply,
+            whole,
+        },
+        accept => accept,
     }
 }
 
@@ -236,6 +253,7 @@ pub(crate) fn reject(status: u16, body: &str, extra: &[&str]) -> Outcome {
     Outcome::Respond {
         status,
         reply: error_reply(status, body, extra),
+        whole: false,
     }
 }
 

@@ -125,6 +125,11 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         self.pool.len()
     }
 
+    /// Connection `key`'s stream.
+    pub(crate) fn stream(&self, key: usize) -> Option<&S> {
+        self.slots.get(key).map(|s| s.conn.stream())
+    }
+
     /// Bytes waiting for connection `key`'s socket.
     pub(crate) fn pending_output(&self, key: usize) -> Option<usize> {
         self.slots.get(key).map(|s| s.conn.pending_output())
