@@ -113,6 +113,8 @@ impl Cli {
             reuse_port: self.reuse_port,
             console: self.console,
             metrics_listen: self.metrics_listen,
+            max_topic_len: defaults.max_topic_len,
+            max_subscriptions: defaults.max_subscriptions,
             sender_queue: defaults.sender_queue,
             #[cfg(feature = "tls")]
             tls: None,

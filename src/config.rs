@@ -56,6 +56,10 @@ pub struct Config {
     pub console: bool,
     /// Serve Prometheus metrics at `GET /metrics` on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Longest topic name, in bytes.
+    pub max_topic_len: usize,
+    /// Topics one connection may be subscribed to at once.
+    pub max_subscriptions: usize,
     /// Requests a [`Sender`](crate::Sender) may queue for the loop; more are refused
     /// with [`SendError::Full`](crate::SendError::Full).
     pub sender_queue: usize,
@@ -91,6 +95,8 @@ impl Default for Config {
             reuse_port: false,
             console: false,
             metrics_listen: None,
+            max_topic_len: 256,
+            max_subscriptions: 1024,
             sender_queue: 16_384,
             #[cfg(feature = "tls")]
             tls: None,

@@ -3,6 +3,7 @@
 //! own thread — one writer per connection, whoever asked.
 
 use super::handler::{ConnId, Timer};
+use crate::server::topics::Topics;
 use std::fmt;
 use std::time::Duration;
 use tungstenite::Message;
@@ -17,6 +18,11 @@ pub enum SendError {
     Unsupported,
     /// A ping or pong payload over the 125 bytes a control frame allows.
     ControlTooLong,
+    /// A topic name longer than [`Config::max_topic_len`](crate::Config::max_topic_len).
+    TopicTooLong,
+    /// The connection already has
+    /// [`Config::max_subscriptions`](crate::Config::max_subscriptions) subscriptions.
+    TooManySubscriptions,
     /// [`Sender`](crate::Sender) only: its queue into the loop is full; the loop is
     /// behind. Retry later, drop the message, or slow down.
     Full,
@@ -30,6 +36,8 @@ impl fmt::Display for SendError {
             SendError::Closed => "connection closed",
             SendError::Unsupported => "raw frames cannot be sent",
             SendError::ControlTooLong => "ping or pong payload over 125 bytes",
+            SendError::TopicTooLong => "topic name too long",
+            SendError::TooManySubscriptions => "too many subscriptions",
             SendError::Full => "sender queue full",
             SendError::ServerGone => "server gone",
         })
@@ -55,6 +63,31 @@ pub(crate) enum Command {
     Timeouts(ConnId, Timeouts),
     /// A graceful shutdown, asked for by another thread.
     Shutdown(crate::server::Shutdown),
+    Subscribe(ConnId, String),
+    Unsubscribe(ConnId, String),
+    /// A text or binary message for every subscriber of a topic.
+    Publish {
+        topic: String,
+        msg: Message,
+    },
+}
+
+/// The limits on topics a `Ctx` checks before queuing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TopicLimits {
+    pub(crate) max_name: usize,
+    pub(crate) max_subscriptions: usize,
+}
+
+/// Checks a message an application wants published.
+pub(crate) fn check_publish(topic: &str, msg: &Message, max_name: usize) -> Result<(), SendError> {
+    if topic.len() > max_name {
+        return Err(SendError::TopicTooLong);
+    }
+    match msg {
+        Message::Text(_) | Message::Binary(_) => Ok(()),
+        _ => Err(SendError::Unsupported),
+    }
 }
 
 /// A connection's heartbeat settings where they differ from the server's.
@@ -113,12 +146,16 @@ impl IdTable {
             .map(|s| s.buffered as usize)
     }
 
-    /// Records what the loop saw after a call into the connection in slot `key`.
-    pub(crate) fn update(&mut self, key: usize, open: bool, buffered: usize) {
-        if let Some(s) = self.slots.get_mut(key) {
-            s.open = open;
-            s.buffered = u32::try_from(buffered).unwrap_or(u32::MAX);
-        }
+    /// Records what the loop saw after a call into the connection in slot `key`;
+    /// true when that connection just stopped being open.
+    pub(crate) fn update(&mut self, key: usize, open: bool, buffered: usize) -> bool {
+        let Some(s) = self.slots.get_mut(key) else {
+            return false;
+        };
+        let closed = s.open && !open;
+        s.open = open;
+        s.buffered = u32::try_from(buffered).unwrap_or(u32::MAX);
+        closed
     }
 
     /// The slot is free: the next connection in it gets a new generation.
@@ -146,6 +183,8 @@ pub(crate) struct Current {
 pub struct Ctx<'a> {
     pub(crate) commands: &'a mut Vec<Command>,
     pub(crate) ids: &'a IdTable,
+    pub(crate) topics: &'a Topics,
+    pub(crate) limits: TopicLimits,
     pub(crate) current: Option<Current>,
 }
 
@@ -217,6 +256,42 @@ impl Ctx<'_> {
             idle_timeout,
         };
         self.commands.push(Command::Timeouts(conn, t));
+        Ok(())
+    }
+
+    /// Subscribes `conn` to `topic` (again is a no-op); it then receives what is
+    /// published there. Subscriptions end when the connection closes.
+    pub fn subscribe(&mut self, conn: ConnId, topic: &str) -> Result<(), SendError> {
+        if !self.is_open(conn) {
+            return Err(SendError::Closed);
+        }
+        if topic.len() > self.limits.max_name {
+            return Err(SendError::TopicTooLong);
+        }
+        if self.topics.count(conn.key) >= self.limits.max_subscriptions {
+            return Err(SendError::TooManySubscriptions);
+        }
+        self.commands
+            .push(Command::Subscribe(conn, topic.to_string()));
+        Ok(())
+    }
+
+    /// Ends `conn`'s subscription to `topic`, if it has one.
+    pub fn unsubscribe(&mut self, conn: ConnId, topic: &str) {
+        self.commands
+            .push(Command::Unsubscribe(conn, topic.to_string()));
+    }
+
+    /// Sends a text or binary message to every subscriber of `topic` — framed once,
+    /// however many there are, and written with the rest of each subscriber's output
+    /// at the end of the loop turn. Nobody subscribed costs nothing. With a bridge
+    /// (`--redis`), subscribers in other processes get it too.
+    pub fn publish(&mut self, topic: &str, msg: Message) -> Result<(), SendError> {
+        check_publish(topic, &msg, self.limits.max_name)?;
+        self.commands.push(Command::Publish {
+            topic: topic.to_string(),
+            msg,
+        });
         Ok(())
     }
 

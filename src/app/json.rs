@@ -131,7 +131,8 @@ impl SendJson for Sender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::app::ctx::{Command, ConnCommand, IdTable};
+    use crate::app::ctx::{Command, ConnCommand, IdTable, TopicLimits};
+    use crate::server::topics::Topics;
     use serde::Deserialize;
     use std::collections::BTreeMap;
     use std::error::Error as _;
@@ -222,9 +223,15 @@ mod tests {
     fn send_json_queues_a_text_message() {
         let (ids, [a, b, closed]) = table();
         let mut commands = Vec::new();
+        let topics = Topics::default();
         let mut ctx = Ctx {
             commands: &mut commands,
             ids: &ids,
+            topics: &topics,
+            limits: TopicLimits {
+                max_name: 256,
+                max_subscriptions: 16,
+            },
             current: None,
         };
         ctx.send_json(a, &Point { x: 3, y: 4 }).unwrap();
@@ -253,9 +260,15 @@ mod tests {
         bad.insert(vec![1u8, 2], 3);
         let (ids, [a, _, _]) = table();
         let mut commands = Vec::new();
+        let topics = Topics::default();
         let mut ctx = Ctx {
             commands: &mut commands,
             ids: &ids,
+            topics: &topics,
+            limits: TopicLimits {
+                max_name: 256,
+                max_subscriptions: 16,
+            },
             current: None,
         };
         let err = ctx.send_json(a, &bad).unwrap_err();

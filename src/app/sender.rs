@@ -3,7 +3,7 @@
 //! a channel in front of each connection's single writer; here the loop is that
 //! writer for every connection, and this is its channel.
 
-use super::ctx::{Command, ConnCommand, SendError, check};
+use super::ctx::{Command, ConnCommand, SendError, check, check_publish};
 use super::handler::ConnId;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     /// Mirrors the queue's length, for the loop to look without locking.
     len: AtomicUsize,
     capacity: usize,
+    /// The longest topic name accepted.
+    max_topic: usize,
     /// A wake-up is on its way: further sends need not make another.
     wake_pending: AtomicBool,
     waker: OnceLock<Arc<mio::Waker>>,
@@ -57,6 +59,27 @@ impl Sender {
             conn,
             ConnCommand::Close(code, reason.to_string()),
         ))
+    }
+
+    /// Subscribes `conn` to `topic`. A subscription over the connection's limit is
+    /// refused when the loop applies it (counted as `wsloop_subscriptions_refused_total`).
+    pub fn subscribe(&self, conn: ConnId, topic: &str) -> Result<(), SendError> {
+        self.push(Command::Subscribe(conn, topic.to_string()))
+    }
+
+    /// Ends `conn`'s subscription to `topic`.
+    pub fn unsubscribe(&self, conn: ConnId, topic: &str) -> Result<(), SendError> {
+        self.push(Command::Unsubscribe(conn, topic.to_string()))
+    }
+
+    /// Publishes a text or binary message to `topic` (see
+    /// [`Ctx::publish`](crate::Ctx::publish)).
+    pub fn publish(&self, topic: &str, msg: Message) -> Result<(), SendError> {
+        check_publish(topic, &msg, self.shared.max_topic)?;
+        self.push(Command::Publish {
+            topic: topic.to_string(),
+            msg,
+        })
     }
 
     /// Asks the loop to shut down gracefully, as [`Server::shutdown`] does.
@@ -96,8 +119,9 @@ impl Sender {
 }
 
 impl Shared {
-    pub(crate) fn new(capacity: usize) -> Arc<Shared> {
+    pub(crate) fn new(capacity: usize, max_topic: usize) -> Arc<Shared> {
         Arc::new(Shared {
+            max_topic,
             queue: Mutex::new(Queue {
                 requests: VecDeque::new(),
                 rejected: 0,

@@ -16,8 +16,12 @@ pub(crate) struct Busy {
     /// That message's opcode (text or binary).
     pub(crate) message_opcode: u8,
     pub(crate) out: OutQueue,
-    /// When output became pending (the write deadline counts from here), if it is.
+    /// While output is pending: when the socket last took any of it (the write
+    /// deadline counts from here).
     pub(crate) out_since: Option<Instant>,
+    /// Since when the unsent output has been over `max_pending_output` (the slow
+    /// consumer deadline counts from here).
+    pub(crate) over_since: Option<Instant>,
     /// When the connection started closing (the close deadline counts from here).
     pub(crate) since: Instant,
     /// Bytes read and thrown away while lingering.
@@ -33,6 +37,7 @@ impl Busy {
             message_opcode: 0,
             out: OutQueue::default(),
             out_since: None,
+            over_since: None,
             since: now,
             discarded: 0,
         })
@@ -90,6 +95,7 @@ impl Pool {
         }
         busy.discarded = 0;
         busy.out_since = None;
+        busy.over_since = None;
         self.boxes.push(busy);
     }
 }

@@ -15,12 +15,20 @@ pub(crate) enum Deadline {
     Ping,
     /// Silent for `idle_timeout` though pinged: close with 1001.
     Idle,
-    /// Output unsent for `write_timeout`: drop (a slow consumer).
+    /// Output pending, and none of it taken by the socket for `write_timeout`: drop
+    /// (the peer stopped reading).
     Write,
+    /// Output over `max_pending_output` for `SLOW_AFTER` (or `write_timeout` if
+    /// shorter): close 1008 (a consumer slower than what it is sent).
+    Slow,
     /// Closing for `close_timeout` (no Close from the peer, output not drained, or
     /// lingering): drop.
     Close,
 }
+
+/// How long output may stay over `max_pending_output`: long enough for a burst to
+/// drain, short enough that a slow consumer pins little memory.
+pub(crate) const SLOW_AFTER: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the loop's epoch, wrapping every 49.7 days: 4 bytes per connection
 /// instead of a 16-byte `Instant`. Only differences are used, and a connection's silence
@@ -66,10 +74,14 @@ impl<S> Conn<S> {
                 let write = busy
                     .and_then(|b| b.out_since)
                     .map(|t| (t + cfg.write_timeout, Deadline::Write));
-                Some(match write {
-                    Some(w) if w.0 < read.0 => w,
-                    _ => read,
-                })
+                let slow = busy
+                    .and_then(|b| b.over_since)
+                    .map(|t| (t + SLOW_AFTER.min(cfg.write_timeout), Deadline::Slow));
+                // The earliest; on a tie the read deadline, then the write one.
+                [Some(read), write, slow]
+                    .into_iter()
+                    .flatten()
+                    .min_by_key(|&(at, _)| at)
             }
             Phase::Closing | Phase::Draining | Phase::Lingering => {
                 let since = busy.map_or(last_read, |b| b.since);

@@ -52,6 +52,9 @@ enum Phase {
     Dead,
 }
 
+/// The reason a slow consumer is closed with.
+const SLOW: &str = "slow consumer: output over max_pending_output";
+
 /// What the loop must do after a call into a connection.
 #[must_use]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +255,10 @@ impl<S: Transport> Conn<S> {
                 env.stats.deadline_closes.write += 1;
                 self.gone("write timeout", now, env);
             }
+            Deadline::Slow => {
+                env.stats.slow_consumers_dropped += 1;
+                self.fail(1008, SLOW, now, env);
+            }
             Deadline::Close => {
                 debug!("{}: close timeout", self.peer);
                 env.stats.deadline_closes.close += 1;
@@ -284,6 +291,30 @@ impl<S: Transport> Conn<S> {
         std::mem::take(&mut self.effects)
     }
 
+    /// Queues a frame built once for many connections (a topic's message): its head,
+    /// and its body when large; both are shared, not copied.
+    pub(crate) fn queue_shared(
+        &mut self,
+        head: &Bytes,
+        body: &Bytes,
+        pool: &mut Pool,
+        cfg: &Config,
+        now: Instant,
+    ) {
+        let busy = self.busy.get_or_insert_with(|| pool.take(cfg, now));
+        busy.out.push_shared(head.clone());
+        busy.out.push_shared(body.clone());
+    }
+
+    /// A consumer too slow for what others send it: fail it (1008).
+    pub(crate) fn fail_slow<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) -> Effects {
+        if self.is_open() {
+            env.stats.slow_consumers_dropped += 1;
+            self.fail(1008, SLOW, now, env);
+        }
+        std::mem::take(&mut self.effects)
+    }
+
     /// Shutdown: a connection still in its handshake is dropped.
     pub(crate) fn drop_handshake<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) -> Effects {
         if self.phase == Phase::Handshake {
@@ -301,15 +332,29 @@ impl<S: Transport> Conn<S> {
             return self.gone(&format!("write failed: {e}"), now, env);
         }
         if let Some(busy) = self.busy.as_deref_mut() {
-            match busy.out.write_to(&mut self.stream) {
-                Ok(true) => busy.out_since = None,
-                Ok(false) => {
-                    if busy.out_since.is_none() {
-                        busy.out_since = Some(now);
-                        self.effects |= Effects::RESCHEDULE;
-                    }
-                }
+            let written = match busy.out.write_to(&mut self.stream) {
+                Ok(n) => n,
                 Err(e) => return self.gone(&format!("write failed: {e}"), now, env),
+            };
+            // The write deadline counts from the socket's last progress; the slow
+            // consumer deadline from when the output went over its bound.
+            let before = busy.out_since;
+            busy.out_since = match busy.out.is_empty() {
+                true => None,
+                false if written > 0 || before.is_none() => Some(now),
+                false => before,
+            };
+            let over = busy.out.len() > env.cfg.max_pending_output;
+            let before_over = busy.over_since;
+            busy.over_since = match (over, before_over) {
+                (false, _) => None,
+                (true, Some(t)) => Some(t),
+                (true, None) => Some(now),
+            };
+            if (before.is_none() && busy.out_since.is_some())
+                || (before_over.is_none() && busy.over_since.is_some())
+            {
+                self.effects |= Effects::RESCHEDULE;
             }
         }
         if self.wants_write() {

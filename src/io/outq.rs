@@ -83,9 +83,10 @@ impl OutQueue {
         self.segments.push_back(Segment::Shared(bytes));
     }
 
-    /// Writes as much as `w` takes, many segments per call. `Ok(true)` once everything
-    /// went out.
-    pub(crate) fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
+    /// Writes as much as `w` takes, many segments per call; returns how many bytes
+    /// went out. Everything did once `is_empty`.
+    pub(crate) fn write_to<W: Write>(&mut self, w: &mut W) -> io::Result<usize> {
+        let mut total = 0;
         while !self.segments.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
             let mut used = 0;
@@ -97,16 +98,17 @@ impl OutQueue {
             let written = match w.write_vectored(&slices[..used]) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(total),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            total += written;
             self.advance(written);
         }
         if self.spare.capacity() > KEEP_CAPACITY {
             self.spare = Vec::new();
         }
-        Ok(true)
+        Ok(total)
     }
 
     /// The buffer new frames are appended to. A partly written front buffer is not
@@ -214,7 +216,7 @@ mod tests {
             calls: 0,
             block_every: 7,
         };
-        while !q.write_to(&mut w).unwrap() {}
+        while q.write_to(&mut w).unwrap() > 0 || !q.is_empty() {}
         assert_eq!(w.got, want);
         assert!(q.is_empty());
         assert!(q.segments.is_empty());
@@ -230,7 +232,7 @@ mod tests {
             calls: 0,
             block_every: 2,
         };
-        assert!(!q.write_to(&mut w).unwrap());
+        assert_eq!(q.write_to(&mut w).unwrap(), 10);
         q.push_bytes(&[2; 100]);
         assert_eq!(q.segments.len(), 2, "appended behind, not into, the front");
         q.push_bytes(&[3; 100]);

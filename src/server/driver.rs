@@ -9,18 +9,23 @@ use super::app_timers::AppTimers;
 use super::drain::Drain;
 use super::metrics::Stats;
 use super::timer::{Owner, TimerKey, TimerWheel};
-use crate::app::ctx::{Command, Ctx, IdTable, Timeouts};
+use super::topics::{Change, Topics};
+use crate::app::ctx::{Command, ConnCommand, Ctx, IdTable, Timeouts, TopicLimits};
 use crate::app::handler::{ConnId, Handler};
 use crate::config::Config;
 use crate::conn::{Conn, Edge, Effects, Env, Pool};
 use crate::io::transport::Transport;
+use crate::protocol::frame::{self, FIN, OP_BINARY, OP_TEXT};
 use log::debug;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use tungstenite::{Bytes, Message};
 
+/// Output from others is refused past this many times `max_pending_output`.
+const HARD_FACTOR: usize = 4;
 /// Busy-state boxes kept for reuse.
 const POOL_MAX: usize = 64;
 /// Size of the loop's one receive buffer: large reads for large messages, shared by all.
@@ -29,6 +34,36 @@ const SCRATCH: usize = 128 << 10;
 const TICK: Duration = Duration::from_millis(10);
 const SLOTS: usize = 4096;
 
+/// A frame built once for many connections: the header with a small payload in one
+/// buffer, or the header alone and a large payload shared as it is.
+struct SharedFrame {
+    head: Bytes,
+    body: Bytes,
+    payload_len: usize,
+}
+
+impl SharedFrame {
+    fn new(header: &[u8], payload: Bytes) -> SharedFrame {
+        let payload_len = payload.len();
+        if payload_len <= 4096 {
+            let mut head = Vec::with_capacity(header.len() + payload_len);
+            head.extend_from_slice(header);
+            head.extend_from_slice(&payload);
+            SharedFrame {
+                head: head.into(),
+                body: Bytes::new(),
+                payload_len,
+            }
+        } else {
+            SharedFrame {
+                head: Bytes::copy_from_slice(header),
+                body: payload,
+                payload_len,
+            }
+        }
+    }
+}
+
 /// A connection and what the loop keeps about it.
 struct Slot<S> {
     conn: Conn<S>,
@@ -36,6 +71,8 @@ struct Slot<S> {
     writable: bool,
     /// Commands from elsewhere queued output: flush at the end of the turn.
     dirty: bool,
+    /// What those commands asked of the loop, settled with the flush.
+    pending: Effects,
     /// The generation of the id this connection has (see `IdTable`).
     generation: u32,
     /// Counts toward the connection limits: handshaking, open or closing, not on its
@@ -67,6 +104,9 @@ pub(crate) struct Driver<S, H> {
     drain: Option<Drain>,
     /// A shutdown a callback or another thread asked for, for the server to begin.
     pub(crate) shutdown_request: Option<Shutdown>,
+    topics: Topics,
+    /// Topics that gained their first or lost their last subscriber, for a bridge.
+    pub(crate) topic_changes: Vec<Change>,
     /// Connections with input left to read without a new readiness edge.
     revisit: Vec<usize>,
     /// Connections that got output from commands and wait for their flush.
@@ -98,6 +138,8 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             timeouts: HashMap::new(),
             drain: None,
             shutdown_request: None,
+            topics: Topics::default(),
+            topic_changes: Vec::new(),
             revisit: Vec::new(),
             dirty: Vec::new(),
             expired: Vec::new(),
@@ -164,6 +206,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             conn,
             writable: false,
             dirty: false,
+            pending: Effects::default(),
             counted: true,
             generation,
         });
@@ -196,7 +239,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         if let Some(effects) = effects {
             self.settle(registry, key, effects, now);
         }
-        self.run_deferred(registry, now);
+        self.run_deferred(now);
     }
 
     /// Expires timers: connections' deadlines are handled here, the other owners'
@@ -223,11 +266,12 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         }
         expired.clear();
         self.expired = expired;
-        self.run_deferred(registry, now);
+        self.run_deferred(now);
     }
 
     /// The end of a loop turn: input left from earlier turns, then the output that
-    /// commands queued, one write per connection.
+    /// commands queued this turn, one write per connection however many commands
+    /// (sends, publishes) fed it.
     pub(crate) fn end_turn(&mut self, registry: &Registry, now: Instant) {
         let mut revisit = std::mem::take(&mut self.revisit);
         for &key in &revisit {
@@ -243,7 +287,8 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             self.revisit = revisit;
         }
         self.close_drained(now);
-        self.run_deferred(registry, now);
+        self.run_deferred(now);
+        self.flush_dirty(registry, now);
     }
 
     /// Drops the connections still in their handshake and closes the open ones with
@@ -276,7 +321,8 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             reason: reason.to_string(),
         });
         self.close_drained(now);
-        self.run_deferred(registry, now);
+        self.run_deferred(now);
+        self.flush_dirty(registry, now);
     }
 
     /// When the next spread close is due, during a drain.
@@ -286,7 +332,31 @@ impl<S: Transport, H: Handler> Driver<S, H> {
 
     /// Work is waiting that no event will announce.
     pub(crate) fn has_work(&self) -> bool {
-        !self.revisit.is_empty() || !self.deferred.is_empty()
+        !self.revisit.is_empty() || !self.deferred.is_empty() || !self.dirty.is_empty()
+    }
+
+    /// A `Ctx` for acting outside callbacks: its commands run at the end of the turn.
+    pub(crate) fn ctx_outside(&mut self) -> Ctx<'_> {
+        let limits = self.topic_limits();
+        Ctx {
+            commands: &mut self.deferred,
+            ids: &self.ids,
+            topics: &self.topics,
+            limits,
+            current: None,
+        }
+    }
+
+    /// Topics with subscribers, and subscriptions in all.
+    pub(crate) fn topic_counts(&self) -> (usize, usize) {
+        (self.topics.len(), self.topics.subscriptions())
+    }
+
+    fn topic_limits(&self) -> TopicLimits {
+        TopicLimits {
+            max_name: self.cfg.max_topic_len,
+            max_subscriptions: self.cfg.max_subscriptions,
+        }
     }
 
     /// Armed application timers.
@@ -301,48 +371,59 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         };
         let due = drain.due(now);
         for &id in &drain.ids[drain.done..due] {
-            self.deferred.push(Command::Conn(
-                id,
-                crate::app::ctx::ConnCommand::Close(drain.code, drain.reason.clone()),
-            ));
+            let close = ConnCommand::Close(drain.code, drain.reason.clone());
+            self.deferred.push(Command::Conn(id, close));
         }
         drain.done = due;
     }
 
     /// Calls the handler outside any connection's event (an application timer).
     fn call_handler(&mut self, f: impl FnOnce(&mut H, &mut Ctx)) {
+        let limits = self.topic_limits();
         let mut ctx = Ctx {
             commands: &mut self.commands,
             ids: &self.ids,
+            topics: &self.topics,
+            limits,
             current: None,
         };
         f(&mut self.handler, &mut ctx);
         self.deferred.append(&mut self.commands);
     }
 
-    /// Carries out the loop's commands, then flushes every connection they gave
-    /// output to. Repeats while that makes more (an on_close after a failed write).
-    fn run_deferred(&mut self, registry: &Registry, now: Instant) {
-        while !self.deferred.is_empty() || !self.dirty.is_empty() {
+    /// Carries out the loop's commands. Output they queue for connections waits for
+    /// `flush_dirty`, at the end of the turn.
+    fn run_deferred(&mut self, now: Instant) {
+        while !self.deferred.is_empty() {
             for cmd in std::mem::take(&mut self.deferred) {
-                self.run(registry, cmd, now);
+                self.run(cmd, now);
             }
+        }
+    }
+
+    /// Writes the output commands queued, one write per connection, and settles each.
+    /// Repeats while that makes more (an on_close after a failed write).
+    fn flush_dirty(&mut self, registry: &Registry, now: Instant) {
+        while !self.dirty.is_empty() {
             for key in std::mem::take(&mut self.dirty) {
                 let effects = self.with_conn(key, |conn, _, env| {
                     conn.flush(now, env);
                     Effects::default()
                 });
+                let Some(mut effects) = effects else {
+                    continue;
+                };
                 if let Some(slot) = self.slots.get_mut(key) {
                     slot.dirty = false;
+                    effects |= std::mem::take(&mut slot.pending);
                 }
-                if let Some(effects) = effects {
-                    self.settle(registry, key, effects, now);
-                }
+                self.settle(registry, key, effects, now);
             }
+            self.run_deferred(now);
         }
     }
 
-    fn run(&mut self, registry: &Registry, cmd: Command, now: Instant) {
+    fn run(&mut self, cmd: Command, now: Instant) {
         match cmd {
             Command::Conn(id, cmd) => {
                 if !self.ids.is_open(id) {
@@ -350,17 +431,36 @@ impl<S: Transport, H: Handler> Driver<S, H> {
                     return;
                 }
                 let key = id.key();
-                let Some(effects) = self.with_conn(key, |conn, _, env| conn.apply(cmd, now, env))
-                else {
+                if self.drop_if_slow(key, now) {
                     return;
-                };
-                if let Some(slot) = self.slots.get_mut(key)
-                    && !slot.dirty
-                {
-                    slot.dirty = true;
-                    self.dirty.push(key);
                 }
-                self.settle(registry, key, effects, now);
+                let effects = self.with_conn(key, |conn, _, env| conn.apply(cmd, now, env));
+                if let Some(effects) = effects {
+                    self.mark_dirty(key, effects);
+                }
+            }
+            Command::Publish { topic, msg } => self.publish(&topic, msg, now),
+            Command::Subscribe(id, topic) => {
+                if self.ids.is_open(id)
+                    && self
+                        .topics
+                        .subscribe(
+                            id.key,
+                            &topic,
+                            self.cfg.max_subscriptions,
+                            &mut self.topic_changes,
+                        )
+                        .is_err()
+                {
+                    self.stats.subscriptions_refused += 1;
+                    debug!("{id}: subscription to {topic:?} refused: too many");
+                }
+            }
+            Command::Unsubscribe(id, topic) => {
+                if self.ids.is_open(id) {
+                    self.topics
+                        .unsubscribe(id.key, &topic, &mut self.topic_changes);
+                }
             }
             Command::SetTimer(timer, after) => {
                 if timer.conn.is_none_or(|c| self.ids.is_open(c)) {
@@ -378,8 +478,99 @@ impl<S: Transport, H: Handler> Driver<S, H> {
                     } else {
                         self.timeouts.insert(id.key, timeouts);
                     }
-                    self.settle(registry, id.key(), Effects::RESCHEDULE, now);
+                    self.mark_dirty(id.key(), Effects::RESCHEDULE);
                 }
+            }
+        }
+    }
+
+    /// Frames `msg` once and queues the frame for every open subscriber of `topic`.
+    fn publish(&mut self, topic: &str, msg: Message, now: Instant) {
+        let Some(members) = self.topics.members(topic) else {
+            return;
+        };
+        let (opcode, payload) = match msg {
+            Message::Text(t) => (OP_TEXT, Bytes::from(t)),
+            Message::Binary(b) => (OP_BINARY, b),
+            // Refused when the command was made.
+            _ => return,
+        };
+        let (header, used) = frame::header(FIN | opcode, payload.len());
+        let frame = SharedFrame::new(&header[..used], payload);
+        let hard_limit = self.cfg.max_pending_output.saturating_mul(HARD_FACTOR);
+        let mut slow = Vec::new();
+        let mut delivered = 0u64;
+        for key in members {
+            let Some(slot) = self.slots.get_mut(key) else {
+                continue;
+            };
+            if !slot.conn.is_open() {
+                continue;
+            }
+            if slot.conn.pending_output() > hard_limit {
+                slow.push(key);
+                continue;
+            }
+            slot.conn
+                .queue_shared(&frame.head, &frame.body, &mut self.pool, &self.cfg, now);
+            delivered += 1;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+        self.stats.messages_out += delivered;
+        self.stats.bytes_out += delivered * frame.payload_len as u64;
+        self.stats.published += 1;
+        // Over the limit before this one: the socket may take some now; if not, the
+        // subscriber is dropped, else it gets the message.
+        for key in slow {
+            if !self.drop_if_slow(key, now)
+                && let Some(slot) = self.slots.get_mut(key)
+            {
+                slot.conn
+                    .queue_shared(&frame.head, &frame.body, &mut self.pool, &self.cfg, now);
+                self.stats.messages_out += 1;
+                self.stats.bytes_out += frame.payload_len as u64;
+            }
+        }
+    }
+
+    /// Output from others stops at a hard bound: a connection whose unsent output is
+    /// over `HARD_FACTOR × max_pending_output` even after the socket took what it
+    /// would is failed (1008) rather than given more, so memory stays bounded whatever
+    /// is sent to it. (Over `max_pending_output` alone, a connection has `SLOW_AFTER`
+    /// to catch up — see the Slow deadline — and its own echoes are bounded by
+    /// reading pausing instead.)
+    fn drop_if_slow(&mut self, key: usize, now: Instant) -> bool {
+        let limit = self.cfg.max_pending_output.saturating_mul(HARD_FACTOR);
+        if self
+            .slots
+            .get(key)
+            .is_none_or(|s| s.conn.pending_output() <= limit)
+        {
+            return false;
+        }
+        let effects = self.with_conn(key, |conn, _, env| {
+            conn.flush(now, env);
+            if conn.pending_output() <= limit {
+                return Effects::default();
+            }
+            conn.fail_slow(now, env)
+        });
+        if let Some(effects) = effects {
+            self.mark_dirty(key, effects);
+        }
+        self.slots.get(key).is_none_or(|s| !s.conn.is_open())
+    }
+
+    /// Output was queued for `key` by a command: flush and settle at the end of the turn.
+    fn mark_dirty(&mut self, key: usize, effects: Effects) {
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.pending |= effects;
+            if !slot.dirty {
+                slot.dirty = true;
+                self.dirty.push(key);
             }
         }
     }
@@ -392,6 +583,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         f: impl FnOnce(&mut Conn<S>, &mut [u8], &mut Env<H>) -> Effects,
     ) -> Option<Effects> {
         let timeouts = self.timeouts_of(key);
+        let limits = self.topic_limits();
         let slot = self.slots.get_mut(key)?;
         let id = ConnId {
             key: key as u32,
@@ -405,6 +597,8 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             ctx: Ctx {
                 commands: &mut self.commands,
                 ids: &self.ids,
+                topics: &self.topics,
+                limits,
                 current: None,
             },
             deferred: &mut self.deferred,
@@ -435,12 +629,13 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             if let Some(timer) = TimerKey::new(Owner::Conn, key) {
                 self.wheel.cancel(timer);
             }
+            if self.ids.update(key, false, 0) {
+                self.closed(key);
+            }
             self.ids.release(key);
-            self.app_timers.conn_closed(key, &mut self.wheel);
-            self.timeouts.remove(&(key as u32));
             return;
         }
-        self.ids.update(key, conn.is_open(), conn.pending_output());
+        let closed = self.ids.update(key, conn.is_open(), conn.pending_output());
         conn.release_idle(&self.cfg, &mut self.pool);
         let pending = conn.pending_output() as u64;
         self.stats.pending_output_high_water = self.stats.pending_output_high_water.max(pending);
@@ -472,6 +667,17 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         if effects.contains(Effects::REVISIT) {
             self.revisit.push(key);
         }
+        if closed {
+            self.closed(key);
+        }
+    }
+
+    /// The connection in slot `key` is no longer open (its on_close ran): what it
+    /// had beyond its own state goes — subscriptions, timers, heartbeat settings.
+    fn closed(&mut self, key: usize) {
+        self.topics.leave_all(key as u32, &mut self.topic_changes);
+        self.app_timers.conn_closed(key, &mut self.wheel);
+        self.timeouts.remove(&(key as u32));
     }
 
     fn timeouts_of(&self, key: usize) -> Timeouts {

@@ -37,6 +37,13 @@ pub struct Stats {
     /// Sends and closes for connections that were no longer open when the loop came
     /// to them (they closed after the request was made).
     pub commands_dropped: u64,
+    /// Messages published to topics (each delivery counts in `messages_out`).
+    pub published: u64,
+    /// Subscriptions refused: the connection had `max_subscriptions` already.
+    pub subscriptions_refused: u64,
+    /// Connections failed (1008) because their unsent output passed
+    /// `max_pending_output` while others kept sending to them.
+    pub slow_consumers_dropped: u64,
 }
 
 /// What the loop reports alongside the counters, read when a scraper asks.
@@ -47,6 +54,8 @@ pub(crate) struct Gauges {
     pub(crate) sender_queued: usize,
     pub(crate) sender_rejected: u64,
     pub(crate) app_timers: usize,
+    pub(crate) topics: usize,
+    pub(crate) subscriptions: usize,
 }
 
 /// Deadline closes by kind.
@@ -163,6 +172,36 @@ impl Stats {
             "counter",
             "Sends and closes for connections already closed when the loop came to them.",
             &one(self.commands_dropped),
+        );
+        metric(
+            "published_total",
+            "counter",
+            "Messages published to topics.",
+            &one(self.published),
+        );
+        metric(
+            "subscriptions_refused_total",
+            "counter",
+            "Subscriptions refused: the connection had max_subscriptions already.",
+            &one(self.subscriptions_refused),
+        );
+        metric(
+            "slow_consumers_dropped_total",
+            "counter",
+            "Connections failed with 1008: output over max_pending_output while others sent to them.",
+            &one(self.slow_consumers_dropped),
+        );
+        metric(
+            "topics",
+            "gauge",
+            "Topics with at least one subscriber in this process.",
+            &one(gauges.topics as u64),
+        );
+        metric(
+            "subscriptions",
+            "gauge",
+            "Subscriptions in this process.",
+            &one(gauges.subscriptions as u64),
         );
         metric(
             "sender_queue_depth",

@@ -7,6 +7,7 @@ mod drain;
 mod driver;
 pub mod metrics;
 pub(crate) mod timer;
+pub(crate) mod topics;
 
 pub(crate) use driver::Driver;
 
@@ -146,7 +147,7 @@ impl<H: Handler> Server<H> {
         Ok(Server {
             listener: Some(listener),
             local_addr,
-            inbox: sender::Shared::new(cfg.sender_queue),
+            inbox: sender::Shared::new(cfg.sender_queue, cfg.max_topic_len),
             app_waker: None,
             driver: Driver::new(cfg, handler, Instant::now()),
             token_base: 0,
@@ -182,11 +183,7 @@ impl<H: Handler> Server<H> {
     /// own, say — exactly as a callback's `Ctx` does. Commands take effect at the end
     /// of the loop turn ([`handle_timers`](Self::handle_timers)).
     pub fn ctx(&mut self) -> Ctx<'_> {
-        Ctx {
-            commands: &mut self.driver.deferred,
-            ids: &self.driver.ids,
-            current: None,
-        }
+        self.driver.ctx_outside()
     }
 
     /// A handle for other threads to send and close through (see [`Sender`]).
@@ -514,7 +511,10 @@ impl<H: Handler> Server<H> {
     fn serve_scraper(&mut self, registry: &Registry, key: usize) {
         let token = self.scraper_token(key);
         let (sender_queued, sender_rejected) = self.inbox.depth_and_rejected();
+        let (topics, subscriptions) = self.driver.topic_counts();
         let gauges = Gauges {
+            topics,
+            subscriptions,
             open_connections: self.driver.len(),
             pooled: self.driver.pooled(),
             sender_queued,
