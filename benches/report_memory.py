@@ -83,9 +83,12 @@ def comparison(head, ctx, mem):
               f"| {c.get('voluntary_ctxt_switches')} / {c.get('cpu_ticks')} "
               f"| {b.get('voluntary_ctxt_switches')} / {b.get('cpu_ticks')} | | |")
     print()
-    print("One measurement per N and server (RSS moves by whole pages, so it barely varies between runs; "
-          "idle CPU is counted in 10 ms ticks, so over 60 s a few ticks are ±0.02 % of a core and its "
-          "ratio means little when both are tiny). Lower is better.")
+    print("One measurement per N and server; lower is better. Judge memory at the largest N: RSS grows in "
+          "whole pages and in malloc's steps, and a step of 16 pages is 65 B per connection at 1,000 "
+          "connections but 3 B at 19,000 (an A/A run gave 204 vs 135 B at 1,000 and 97 vs 97 B at 19,000). "
+          "Idle CPU is counted in 10 ms ticks (one tick over 60 s is 0.017 % of a core), and the number "
+          "of voluntary context switches depends on how the pings of the 19,000 connections bunch up "
+          "and on the machine's other load (A/A: 2,412 vs 4,600), so neither means much on its own.")
     print()
 
 
