@@ -26,6 +26,11 @@ TOLERANCE = 0.05
 # client CPU (% of its core, median) from which the load generator, not the
 # server, may have set the message rate (the RT ceiling is ~95 %)
 CLIENT_BOUND = 90
+# other CPU (% of one core, median) from which the run counts as disturbed:
+# in A/A runs with 150-170 % of other load the servers got 15-30 % of their
+# core and msgs/s and p99 moved by +-25 % per round, server CPU per message
+# by +-7 %
+DISTURBED = 50
 
 
 def num(v):
@@ -143,6 +148,7 @@ def comparison(data, scenarios, base_desc):
             continue
         kind = "connect" if sc == "connect" else "idle" if sc == "idle" else "echo"
         client_bound = any((med(x, "client_cpu_pct") or 0) >= CLIENT_BOUND for x in (cur, base))
+        other = max((med(x, "other_cpu_pct") or 0) for x in (cur, base))
         for key, label, digits, higher_better in COMPARE[kind]:
             a, b = med(cur, key), med(base, key)
             if a is None or not b:
@@ -161,6 +167,8 @@ def comparison(data, scenarios, base_desc):
                            f"({agree}/{len(per)} rounds beyond ±5 % that way)")
             if client_bound and key in ("msgs_per_s", "sessions_per_s"):
                 verdict += "; client-bound (client CPU ≥ 90 %): compare server CPU instead"
+            if other >= DISTURBED and key in ("msgs_per_s", "sessions_per_s", "p99_us"):
+                verdict += f"; disturbed (other CPU {other:.0f} %): try PRIO=rt"
             rows.append((sc, label, fmt(a, digits), fmt(b, digits), f"{r:.3f}", per_s, verdict))
     if not rows:
         return
