@@ -24,13 +24,23 @@ rt) RUNPRE=(chrt -f 10) ;;
 esac
 # extra arguments for wsloop (e.g. WSLOOP_ARGS="--ping-interval 30s --idle-timeout 60s")
 WSLOOP_ARGS=${WSLOOP_ARGS:-}
+# BASE=<commit>: also build wsloop at that commit and run it as the extra
+# server "wsloop-base" next to the current "wsloop" (same WSLOOP_ARGS, same
+# pinning), so a change is judged against its base within one run: on this
+# shared machine single runs move by +-20 %, same-run ratios by a few %.
+# Builds are cached per commit and compiler under BASE_DIR (ignored by git).
+BASE=${BASE:-}
+BASE_DIR=$ROOT/target/bench-base
+WSLOOP_BASE_BIN=
+BASE_SHA=
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
 # build_all: builds wsloop (repo root), the kit, and gorilla if possible.
 # Sets AVAILABLE to the servers that can actually be run.
 build_all() {
-    local want=$SERVERS
+    local want s
+    want=$(servers_wanted)
     AVAILABLE=""
     log "building benches/kit (release)"
     (cd "$KIT" && cargo build --release --locked 2>&1 | tail -n 3) >&2 || { log "kit build failed"; exit 1; }
@@ -44,14 +54,102 @@ build_all() {
                 log "SKIP wsloop: release build failed"
             fi
             ;;
+        wsloop-base)
+            if [ -z "$BASE" ]; then
+                log "SKIP wsloop-base: set BASE=<commit> to say which commit to build"
+            elif build_base; then
+                AVAILABLE="$AVAILABLE wsloop-base"
+            else
+                # asked for a comparison: a run without its base would be no use
+                log "BASE=$BASE: wsloop could not be built at that commit; stopping"
+                exit 1
+            fi
+            ;;
         rawecho | tokio) AVAILABLE="$AVAILABLE $s" ;;
         gorilla)
             if build_gorilla; then AVAILABLE="$AVAILABLE gorilla"; fi
             ;;
-        *) log "unknown server $s (known: wsloop rawecho tokio gorilla)" ;;
+        *) log "unknown server $s (known: wsloop wsloop-base rawecho tokio gorilla)" ;;
         esac
     done
     AVAILABLE=${AVAILABLE# }
+}
+
+# servers_wanted: SERVERS, with wsloop-base right after wsloop when BASE is
+# set (wsloop added in front when SERVERS lacks it), so that the two always
+# run back to back under the same conditions.
+servers_wanted() {
+    local list=$SERVERS out="" s
+    if [ -z "$BASE" ]; then
+        echo "$SERVERS"
+        return
+    fi
+    case " $list " in *" wsloop "*) ;; *) list="wsloop $list" ;; esac
+    for s in $list; do
+        [ "$s" = wsloop-base ] && continue
+        out="$out $s"
+        [ "$s" = wsloop ] && out="$out wsloop-base"
+    done
+    echo "${out# }"
+}
+
+# build_base: wsloop at commit $BASE, built like the current one (cargo build
+# --release) in a temporary git worktree under BASE_DIR with its own target
+# directory (so neither build invalidates the other), then copied to
+# BASE_DIR/wsloop-<commit>-rustc-<compiler> and reused by later runs. The
+# worktree and its registration are removed again whatever happens.
+# Sets WSLOOP_BASE_BIN and BASE_SHA.
+build_base() {
+    local sha rv bin wt
+    if ! sha=$(git -C "$ROOT" rev-parse --verify --quiet "$BASE^{commit}"); then
+        log "BASE=$BASE is not a commit of this repository"
+        return 1
+    fi
+    rv=$(cd "$ROOT" && rustc -vV | awk '/^commit-hash:/ { print substr($2, 1, 9) }')
+    bin=$BASE_DIR/wsloop-${sha:0:12}-rustc-${rv:-unknown}
+    BASE_SHA=$sha
+    if [ -x "$bin" ]; then
+        log "wsloop-base: reusing $bin (built before)"
+        WSLOOP_BASE_BIN=$bin
+        return 0
+    fi
+    mkdir -p "$BASE_DIR"
+    wt=$BASE_DIR/src-${sha:0:12}
+    log "building wsloop-base (release) at ${sha:0:12} in a temporary worktree $wt"
+    # every step checked by hand: set -e does not act inside a subshell
+    # whose status is tested, and a failed build must never pass off an
+    # older binary left in the shared target directory as this commit's
+    (
+        set -o pipefail
+        # one base build at a time (two runs started together would share the worktree path)
+        exec 9>"$BASE_DIR/lock" || exit 1
+        flock 9 || exit 1
+        [ -x "$bin" ] && exit 0 # built by the run we waited for
+        trap 'git -C "$ROOT" worktree remove --force "$wt" >/dev/null 2>&1 || true; rm -rf "$wt"' EXIT
+        # a leftover of an interrupted build (only ours: this exact path)
+        git -C "$ROOT" worktree remove --force "$wt" >/dev/null 2>&1 || true
+        rm -rf "$wt"
+        git -C "$ROOT" worktree add --detach --quiet "$wt" "$sha" || exit 1
+        cd "$wt" || exit 1
+        CARGO_TARGET_DIR=$BASE_DIR/target cargo build --release 2>&1 | tail -n 3 || exit 1
+        cp "$BASE_DIR/target/release/wsloop" "$bin.tmp" || exit 1
+        mv "$bin.tmp" "$bin" || exit 1
+    ) >&2 || return 1
+    WSLOOP_BASE_BIN=$bin
+}
+
+# describe_wsloop: commit of the current tree (and whether src is modified),
+# and of the base; for the header of the results
+describe_wsloop() {
+    echo "# wsloop: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo 'no commit') $(cd "$ROOT" && git status --porcelain src Cargo.toml Cargo.lock 2>/dev/null | grep -q . && echo '(dirty tree)')"
+    if [ -n "$BASE_SHA" ]; then
+        echo "# wsloop-base: ${BASE_SHA:0:12} (BASE=$BASE), binary $WSLOOP_BASE_BIN"
+        # same source and compiler give the same bytes: then the comparison
+        # is an A/A run and its ratios are the noise of the method
+        if cmp -s "$WSLOOP_BIN" "$WSLOOP_BASE_BIN"; then
+            echo "# wsloop-base binary is byte-identical to wsloop's: an A/A run, the ratios show the noise"
+        fi
+    fi
 }
 
 build_gorilla() {
@@ -82,6 +180,7 @@ server_port() {
     rawecho) echo $((BASE_PORT + 2)) ;;
     tokio) echo $((BASE_PORT + 3)) ;;
     gorilla) echo $((BASE_PORT + 4)) ;;
+    wsloop-base) echo $((BASE_PORT + 5)) ;;
     esac
 }
 
@@ -94,6 +193,7 @@ start_server() {
     local addr=127.0.0.1:$port
     case $name in
     wsloop) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$WSLOOP_BIN" --listen "$addr" $WSLOOP_ARGS "$@" 2>"$logf" >/dev/null & ;;
+    wsloop-base) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$WSLOOP_BASE_BIN" --listen "$addr" $WSLOOP_ARGS "$@" 2>"$logf" >/dev/null & ;;
     rawecho) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$BIN/rawecho" --listen "$addr" 2>"$logf" >/dev/null & ;;
     tokio) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$BIN/tokio-echo" --listen "$addr" 2>"$logf" >/dev/null & ;;
     gorilla) env GOMAXPROCS=1 "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$GORILLA_BIN" --listen "$addr" 2>"$logf" >/dev/null & ;;

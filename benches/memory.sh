@@ -7,7 +7,8 @@
 #  1. wake-ups of an idle server with no connections: voluntary context
 #     switches (all threads, /proc/PID/task/*/status) and CPU ticks over
 #     CTX_SECS seconds;
-#  2. for each N in NS, on a freshly started server: VmRSS (/proc/PID/status)
+#  2. for each N in NS, every server in turn (all servers at one N before
+#     the next N), on a freshly started server: VmRSS (/proc/PID/status)
 #     and Pss (/proc/PID/smaps_rollup) before and after N idle connections,
 #     each of which first echoed one 4 KiB binary message; bytes per
 #     connection = (after - before) / N. N above PER_PROC connections is
@@ -15,12 +16,14 @@
 #     each bound to its own source addresses 127.0.K.1, 127.0.K.2;
 #  3. at the largest N: the server's CPU over CPU_WINDOW seconds of holding
 #     the idle connections (utime+stime ticks from /proc/PID/stat, as percent
-#     of one core), while the clients answer pings with pongs. wsloop runs
-#     with --ping-interval 30s --idle-timeout 60s.
+#     of one core), while the clients answer pings with pongs. wsloop (and
+#     wsloop-base) run with --ping-interval 30s --idle-timeout 60s.
 #
 # Environment (defaults in brackets): SERVERS ["wsloop rawecho tokio gorilla"],
 # NS ["1000 10000 19000"], PER_PROC [9500], CTX_SECS [10], CPU_WINDOW [60],
-# WSLOOP_ARGS ["--ping-interval 30s --idle-timeout 60s"], PRIO [none], OUT.
+# WSLOOP_ARGS ["--ping-interval 30s --idle-timeout 60s"], PRIO [none], OUT,
+# BASE [] (a commit: also measure wsloop built at that commit as "wsloop-base",
+# right after wsloop at every N, and add a current/base table; see run.sh).
 # Takes about 2 minutes per server with the defaults.
 set -euo pipefail
 WSLOOP_ARGS=${WSLOOP_ARGS:-"--ping-interval 30s --idle-timeout 60s"}
@@ -52,11 +55,11 @@ BUSY_BEFORE=$(warn_if_busy)
 {
     echo "# date: $(date -Is); nproc: $(nproc); kernel: $(uname -r); clk_tck: $TCK; prio: $PRIO; machine busy before: ${BUSY_BEFORE}% of one core"
     echo "# wsloop args: $WSLOOP_ARGS"
-    echo "# wsloop: $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo 'no commit') $(cd "$ROOT" && git status --porcelain src Cargo.toml 2>/dev/null | grep -q . && echo '(dirty tree)')"
+    describe_wsloop
 } >>"$SUMMARY"
 
+# ---- 1. every server idle with no connections: does it wake up?
 for name in $AVAILABLE; do
-    # ---- 1. idle server, no connections: does it wake up?
     if start_server "$name" "$OUT/$name.ctx.server.log"; then
         sleep 1
         c0=$(vctx "$SERVER_PID")
@@ -67,9 +70,12 @@ for name in $AVAILABLE; do
         echo "$name ctx secs=$CTX_SECS voluntary_ctxt_switches=$((c1 - c0)) cpu_ticks=$((t1 - t0)) threads=$(nthreads "$SERVER_PID")" | tee -a "$SUMMARY" >&2
         stop_server
     fi
+done
 
-    # ---- 2./3. N idle connections
-    for n in $NS; do
+# ---- 2./3. N idle connections, every server at one N before the next N, so
+# that wsloop and wsloop-base (BASE=...) run back to back at each N
+for n in $NS; do
+    for name in $AVAILABLE; do
         tag=$name.n$n
         start_server "$name" "$OUT/$tag.server.log" || { echo "$name mem n=$n error=server_start_failed" >>"$SUMMARY"; continue; }
         sleep 1

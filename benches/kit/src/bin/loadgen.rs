@@ -1,7 +1,8 @@
 //! loadgen: single-threaded mio WebSocket load generator for the wsloop
 //! benchmarks. Hand-rolled client side of RFC 6455: fixed upgrade request,
 //! minimal 101 parsing (status line and Sec-WebSocket-Accept), masked binary
-//! frames with a fixed mask key, and a streaming frame parser that accepts
+//! (or, with `echo --text`, text) frames with a fixed mask key, and a
+//! streaming frame parser that accepts
 //! frames with or without the mask bit (so it also works against `rawecho`,
 //! which echoes the client's masked frames verbatim).
 //!
@@ -9,6 +10,7 @@
 //!   idle    --connections N --hold DUR [--sources A,B,..] [--echo-first BYTES]
 //!           [--max-connecting 512] [--setup-timeout 120s]
 //!   echo    --connections C --inflight W --size S --duration DUR [--warmup DUR]
+//!           [--text]
 //!   connect --concurrency K --duration DUR [--warmup DUR] [--sources ...]
 //!           [--session-timeout 5s] [--max-sessions 5000000]
 //! Common: [--server-pid PID] (server CPU from /proc/PID/stat over the
@@ -18,6 +20,14 @@
 //! 8 little-endian bytes, followed by bytes of a fixed pseudo-random pattern
 //! starting at an offset that depends on seq. Every echoed byte is compared,
 //! so corruption, truncation, reordering and cross-message mix-ups are caught.
+//! With `--text` the messages are text frames (opcode 1) and every payload
+//! byte is printable ASCII, so the payload is valid UTF-8 however a server
+//! splits it: seq is written as 8 characters of 6 bits each ('0' + bits,
+//! i.e. '0'..='o', least significant first; 48 bits, far more messages than
+//! any bounded run sends on one connection) and the pattern bytes are mapped
+//! into '!'..='~'. Verification stays exact: the expected bytes are
+//! generated the same way and compared byte for byte, and an echo with the
+//! other opcode counts as a verification failure.
 //!
 //! The last line on stdout is `RESULT mode=... key=value ...`.
 
@@ -36,11 +46,17 @@ const OFF_PRIME: u64 = 1021;
 const RBUF: usize = 256 * 1024;
 const SCRATCH: usize = 64 * 1024;
 const SMALL_FRAME: usize = 16 * 1024;
+/// Frames larger than SMALL_FRAME are written with writev straight from the
+/// pattern, at most this many per call and (beyond the first) this many bytes.
+const WRITEV_FRAMES: usize = 16;
+const WRITEV_BYTES: usize = 256 * 1024;
 
 // ---------------------------------------------------------------- payload generator
 
 struct Gen {
     size: usize,
+    /// text frames (opcode 1, printable ASCII payload) instead of binary
+    text: bool,
     hdr: Vec<u8>,
     flen: usize,
     /// plain pattern (what the server must echo back)
@@ -50,8 +66,8 @@ struct Gen {
 }
 
 impl Gen {
-    fn new(size: usize) -> Gen {
-        let mut hdr = vec![0x82u8]; // FIN | binary
+    fn new(size: usize, text: bool) -> Gen {
+        let mut hdr = vec![0x80 | Self::opcode_for(text)]; // FIN | opcode
         if size < 126 {
             hdr.push(0x80 | size as u8);
         } else if size <= 0xffff {
@@ -69,7 +85,10 @@ impl Gen {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            *b = (x >> 24) as u8;
+            let r = (x >> 24) as u8;
+            // text: 94 printable ASCII characters '!'..='~' (never part of a
+            // multi-byte UTF-8 sequence, so any split of the payload is valid)
+            *b = if text { b'!' + r % 94 } else { r };
         }
         let mpat: Vec<u8> = pat
             .iter()
@@ -79,11 +98,37 @@ impl Gen {
         let flen = hdr.len() + size;
         Gen {
             size,
+            text,
             hdr,
             flen,
             pat,
             mpat,
         }
+    }
+
+    fn opcode_for(text: bool) -> u8 {
+        if text { 0x1 } else { 0x2 }
+    }
+
+    /// The data opcode the echo must carry.
+    #[inline]
+    fn opcode(&self) -> u8 {
+        Self::opcode_for(self.text)
+    }
+
+    /// The 8 bytes that carry `seq` at the start of a message (only the
+    /// first `prefix_len()` of them are sent): little-endian for binary,
+    /// 6 bits per printable character for text.
+    #[inline]
+    fn prefix(&self, seq: u64) -> [u8; 8] {
+        if !self.text {
+            return seq.to_le_bytes();
+        }
+        let mut p = [0u8; 8];
+        for (i, b) in p.iter_mut().enumerate() {
+            *b = b'0' + ((seq >> (6 * i)) & 63) as u8;
+        }
+        p
     }
 
     #[inline]
@@ -101,7 +146,7 @@ impl Gen {
     #[inline]
     fn pieces<'a>(&'a self, seq: u64, pre: &'a mut [u8; 8]) -> [&'a [u8]; 3] {
         let p = self.prefix_len();
-        let sb = seq.to_le_bytes();
+        let sb = self.prefix(seq);
         for i in 0..p {
             pre[i] = sb[i] ^ MASK[i % 4];
         }
@@ -132,7 +177,7 @@ impl Gen {
         let p = self.prefix_len();
         let mut i = 0;
         if moff < p {
-            let sb = seq.to_le_bytes();
+            let sb = self.prefix(seq);
             while i < chunk.len() && moff + i < p {
                 if chunk[i] != sb[moff + i] {
                     return false;
@@ -296,6 +341,24 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(mode: Mode, pgen: Gen, inflight: usize, request: String, quiet: bool) -> Shared {
+        Shared {
+            mode,
+            pgen,
+            inflight,
+            rbuf: vec![0; RBUF],
+            scratch: Vec::with_capacity(SCRATCH + SMALL_FRAME),
+            request: request.into_bytes(),
+            hist: Hist::new(),
+            now: 0,
+            measuring: false,
+            sending: true,
+            stats: Stats::default(),
+            quiet,
+            newly_ready: 0,
+        }
+    }
+
     fn enqueue(&self, c: &mut Conn) {
         let w = c.ts.len();
         let seq = c.seq_enq;
@@ -445,8 +508,9 @@ fn parse_header(c: &mut Conn, h: &[u8], sh: &mut Shared) -> Result<(), Fail> {
             if c.in_msg {
                 return Err(Fail::Protocol);
             }
-            if op != 0x2 || c.seq_recv >= c.seq_enq || c.got_close {
-                // text instead of binary, or a message we never sent
+            if op != sh.pgen.opcode() || c.seq_recv >= c.seq_enq || c.got_close {
+                // text instead of binary (or the reverse), or a message we
+                // never sent
                 report_verify(
                     sh,
                     c,
@@ -664,21 +728,34 @@ fn flush(c: &mut Conn, sh: &mut Shared) -> Result<(), Fail> {
             }
             (c.sock.write(&sh.scratch), sh.scratch.len())
         } else {
-            let mut pre = [0u8; 8];
-            let pieces = sh.pgen.pieces(c.seq_sent, &mut pre);
-            let mut iov: [IoSlice; 3] = [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])];
+            // Several frames per writev, up to WRITEV_BYTES (always at least
+            // one): with TCP_NODELAY each call leaves as its own segment, and
+            // one 16 KiB frame per call made the client pay the loopback's
+            // per-packet work (its own send path and the server's receive
+            // softirq, both charged to the sender) four times per 64 KiB.
+            // 1 MiB frames (the large scenario) still go one per call, as
+            // before.
+            let mut pres = [[0u8; 8]; WRITEV_FRAMES];
+            let mut iov = [IoSlice::new(&[]); 3 * WRITEV_FRAMES];
             let mut k = 0;
-            let mut pos = 0;
             let mut want = 0;
-            for piece in pieces {
-                let end = pos + piece.len();
-                if c.frame_pos < end {
-                    let s = &piece[c.frame_pos.saturating_sub(pos)..];
-                    want += s.len();
-                    iov[k] = IoSlice::new(s);
-                    k += 1;
+            let mut from = c.frame_pos;
+            for (seq, pre) in (c.seq_sent..).zip(pres.iter_mut()) {
+                if seq == c.seq_enq || (want > 0 && want + flen > WRITEV_BYTES) {
+                    break;
                 }
-                pos = end;
+                let mut pos = 0;
+                for piece in sh.pgen.pieces(seq, pre) {
+                    let end = pos + piece.len();
+                    if from < end {
+                        let s = &piece[from.saturating_sub(pos)..];
+                        want += s.len();
+                        iov[k] = IoSlice::new(s);
+                        k += 1;
+                    }
+                    pos = end;
+                }
+                from = 0;
             }
             (c.sock.write_vectored(&iov[..k]), want)
         };
@@ -912,33 +989,21 @@ fn main() {
     };
     let nofile = raise_nofile();
 
-    let (size, inflight) = match mode {
+    // --text only in echo mode: the other modes reject it as an unknown option
+    let (size, inflight, text) = match mode {
         Mode::Echo => (
             args.num("size", 32usize),
             args.num("inflight", 1usize).max(1),
+            args.has("text"),
         ),
-        Mode::Idle => (args.num("echo-first", 0usize), 1),
-        Mode::Connect => (32, 1),
+        Mode::Idle => (args.num("echo-first", 0usize), 1, false),
+        Mode::Connect => (32, 1, false),
     };
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
         url.path, url.host_header
     );
-    let sh = Shared {
-        mode,
-        pgen: Gen::new(size),
-        inflight,
-        rbuf: vec![0; RBUF],
-        scratch: Vec::with_capacity(SCRATCH + SMALL_FRAME),
-        request: request.into_bytes(),
-        hist: Hist::new(),
-        now: 0,
-        measuring: false,
-        sending: true,
-        stats: Stats::default(),
-        quiet,
-        newly_ready: 0,
-    };
+    let sh = Shared::new(mode, Gen::new(size, text), inflight, request, quiet);
     let mut cl = Client {
         poll: Poll::new().unwrap(),
         conns: Slab::new(),
@@ -1128,8 +1193,9 @@ fn run_echo(cl: &mut Client, args: &Args, server_pid: Option<u32>) {
         );
     }
     println!(
-        "RESULT mode=echo connections={conns} established={established} inflight={} size={size} secs={secs:.3} msgs={msgs} msgs_per_s={rate:.0} mib_per_s={mib:.2} p50_us={} p99_us={} p999_us={} max_us={} mean_us={} client_cpu_pct={ccpu:.1} server_cpu_pct={srv_pct} server_cpu_us_per_msg={srv_us} other_cpu_pct={other} closed_by_server={} undelivered={lost} {}",
+        "RESULT mode=echo connections={conns} established={established} inflight={} size={size} payload={} secs={secs:.3} msgs={msgs} msgs_per_s={rate:.0} mib_per_s={mib:.2} p50_us={} p99_us={} p999_us={} max_us={} mean_us={} client_cpu_pct={ccpu:.1} server_cpu_pct={srv_pct} server_cpu_us_per_msg={srv_us} other_cpu_pct={other} closed_by_server={} undelivered={lost} {}",
         cl.sh.inflight,
+        if cl.sh.pgen.text { "text" } else { "binary" },
         fmt_us(h.quantile(0.5)),
         fmt_us(h.quantile(0.99)),
         fmt_us(h.quantile(0.999)),
@@ -1366,36 +1432,217 @@ mod tests {
 
     #[test]
     fn generated_frames_verify() {
-        for size in [0usize, 1, 5, 8, 9, 125, 126, 200, 65535, 65536, 70000] {
-            let g = Gen::new(size);
-            for seq in [0u64, 1, 7, 1020, 1021, 123456] {
-                let mut f = Vec::new();
-                g.append(seq, 0, &mut f);
-                assert_eq!(f.len(), g.flen);
-                // partial append matches the tail
-                let mut t = Vec::new();
-                g.append(seq, g.flen / 2, &mut t);
-                assert_eq!(&f[g.flen / 2..], &t[..]);
-                let h = hdr_len(f[1]);
-                let mut payload = f[h..].to_vec();
-                unmask(&mut payload, MASK, 0);
-                assert!(g.verify(seq, 0, &payload), "size {size} seq {seq}");
-                if size > 0 {
-                    assert!(!g.verify(seq + 1, 0, &payload), "size {size}");
-                    let mut bad = payload.clone();
-                    bad[size - 1] ^= 1;
-                    assert!(!g.verify(seq, 0, &bad));
-                }
-                // chunked verification with odd offsets and odd unmask offsets
-                let mut masked = f[h..].to_vec();
-                let mut off = 0;
-                while off < masked.len() {
-                    let end = (off + 7).min(masked.len());
-                    unmask(&mut masked[off..end], MASK, off);
-                    assert!(g.verify(seq, off, &masked[off..end]));
-                    off = end;
+        for text in [false, true] {
+            for size in [0usize, 1, 5, 8, 9, 125, 126, 200, 65535, 65536, 70000] {
+                let g = Gen::new(size, text);
+                for seq in [0u64, 1, 7, 63, 64, 1020, 1021, 123456] {
+                    let mut f = Vec::new();
+                    g.append(seq, 0, &mut f);
+                    assert_eq!(f.len(), g.flen);
+                    assert_eq!(f[0], 0x80 | if text { 0x1 } else { 0x2 });
+                    // partial append matches the tail
+                    let mut t = Vec::new();
+                    g.append(seq, g.flen / 2, &mut t);
+                    assert_eq!(&f[g.flen / 2..], &t[..]);
+                    let h = hdr_len(f[1]);
+                    let mut payload = f[h..].to_vec();
+                    unmask(&mut payload, MASK, 0);
+                    assert!(g.verify(seq, 0, &payload), "size {size} seq {seq}");
+                    if size > 0 {
+                        assert!(!g.verify(seq + 1, 0, &payload), "size {size}");
+                        let mut bad = payload.clone();
+                        bad[size - 1] ^= 1;
+                        assert!(!g.verify(seq, 0, &bad));
+                    }
+                    if text {
+                        // printable ASCII only: valid UTF-8 however it is split
+                        assert!(payload.iter().all(|&b| (0x21..=0x7e).contains(&b)));
+                        assert!(std::str::from_utf8(&payload).is_ok());
+                    }
+                    // chunked verification with odd offsets and odd unmask offsets
+                    let mut masked = f[h..].to_vec();
+                    let mut off = 0;
+                    while off < masked.len() {
+                        let end = (off + 7).min(masked.len());
+                        unmask(&mut masked[off..end], MASK, off);
+                        assert!(g.verify(seq, off, &masked[off..end]));
+                        off = end;
+                    }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn text_prefix_carries_seq() {
+        let g = Gen::new(32, true);
+        assert_eq!(&g.prefix(0), b"00000000");
+        assert_eq!(&g.prefix(1), b"10000000");
+        assert_eq!(&g.prefix(63), b"o0000000");
+        assert_eq!(&g.prefix(64), b"01000000");
+        // every seq below 2^48 has its own prefix: check neighbours and a
+        // change in the highest 6-bit digit
+        for seq in [0u64, 5, 4095, 4096, (1 << 42) - 1, (1 << 48) - 2] {
+            assert_ne!(g.prefix(seq), g.prefix(seq + 1), "seq {seq}");
+        }
+        assert_ne!(g.prefix(0), g.prefix(1 << 42));
+        // the binary prefix is unchanged: 8 little-endian bytes
+        assert_eq!(Gen::new(32, false).prefix(0x0102), [2, 1, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// An unmasked frame as a server sends it.
+    fn server_frame(op: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![if fin { 0x80 } else { 0 } | op];
+        if payload.len() < 126 {
+            f.push(payload.len() as u8);
+        } else if payload.len() <= 0xffff {
+            f.push(126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        } else {
+            f.push(127);
+            f.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// The plain payload of message `seq`.
+    fn payload(g: &Gen, seq: u64) -> Vec<u8> {
+        let mut f = Vec::new();
+        g.append(seq, 0, &mut f);
+        let mut p = f[hdr_len(f[1])..].to_vec();
+        unmask(&mut p, MASK, 0);
+        p
+    }
+
+    /// An open echo-mode connection with `outstanding` messages in flight
+    /// (the socket is a real loopback one but is never read or written here).
+    fn open_conn(
+        size: usize,
+        text: bool,
+        outstanding: u64,
+    ) -> (Conn, Shared, std::net::TcpListener) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let mut sh = Shared::new(Mode::Echo, Gen::new(size, text), 4, String::new(), true);
+        sh.sending = false;
+        let mut c = new_conn(TcpStream::from_std(s), &sh);
+        c.st = St::Open;
+        c.seq_enq = outstanding;
+        (c, sh, l)
+    }
+
+    /// Feed `data` in chunks of `step` bytes; the first error wins.
+    fn feed(c: &mut Conn, sh: &mut Shared, data: &[u8], step: usize) -> Result<(), Fail> {
+        for chunk in data.chunks(step) {
+            process(c, &mut chunk.to_vec(), sh)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn text_echo_is_verified_exactly() {
+        for size in [5usize, 32, 16384, 65536] {
+            // the server's unmasked echo, split anywhere, and fragmented
+            let (mut c, mut sh, _l) = open_conn(size, true, 3);
+            let (p0, p1, p2) = (
+                payload(&sh.pgen, 0),
+                payload(&sh.pgen, 1),
+                payload(&sh.pgen, 2),
+            );
+            let mut wire = server_frame(0x1, true, &p0);
+            wire.extend(server_frame(0x1, true, &p1));
+            let half = size / 2;
+            wire.extend(server_frame(0x1, false, &p2[..half]));
+            wire.extend(server_frame(0x0, true, &p2[half..]));
+            for step in [1, 3, 4096] {
+                let (mut c2, mut sh2, _l2) = open_conn(size, true, 3);
+                assert_eq!(feed(&mut c2, &mut sh2, &wire, step), Ok(()), "size {size}");
+                assert_eq!((c2.seq_recv, sh2.stats.msgs_total), (3, 3));
+            }
+            // rawecho: the client's own masked frames come back verbatim
+            let mut own = Vec::new();
+            sh.pgen.append(0, 0, &mut own);
+            sh.pgen.append(1, 0, &mut own);
+            assert_eq!(feed(&mut c, &mut sh, &own, 7), Ok(()));
+            assert_eq!(c.seq_recv, 2);
+        }
+    }
+
+    #[test]
+    fn wrong_opcode_order_or_byte_fails_verification() {
+        let size = 32;
+        // binary echo of a text message, and text echo of a binary one
+        for text in [true, false] {
+            let (mut c, mut sh, _l) = open_conn(size, text, 1);
+            let p = payload(&sh.pgen, 0);
+            let op = if text { 0x2 } else { 0x1 };
+            assert_eq!(
+                feed(&mut c, &mut sh, &server_frame(op, true, &p), 64),
+                Err(Fail::Verify)
+            );
+        }
+        // messages echoed out of order
+        let (mut c, mut sh, _l) = open_conn(size, true, 2);
+        let p1 = payload(&sh.pgen, 1);
+        assert_eq!(
+            feed(&mut c, &mut sh, &server_frame(0x1, true, &p1), 64),
+            Err(Fail::Verify)
+        );
+        // one changed character, and a message cut short
+        let (mut c, mut sh, _l) = open_conn(size, true, 1);
+        let mut p = payload(&sh.pgen, 0);
+        p[20] = if p[20] == b'A' { b'B' } else { b'A' };
+        assert_eq!(
+            feed(&mut c, &mut sh, &server_frame(0x1, true, &p), 64),
+            Err(Fail::Verify)
+        );
+        let (mut c, mut sh, _l) = open_conn(size, true, 1);
+        let p = payload(&sh.pgen, 0);
+        assert_eq!(
+            feed(&mut c, &mut sh, &server_frame(0x1, true, &p[..31]), 64),
+            Err(Fail::Verify)
+        );
+        // a message that was never sent
+        let (mut c, mut sh, _l) = open_conn(size, true, 1);
+        let p0 = payload(&sh.pgen, 0);
+        let mut wire = server_frame(0x1, true, &p0);
+        wire.extend(server_frame(0x1, true, &p0));
+        assert_eq!(feed(&mut c, &mut sh, &wire, 64), Err(Fail::Verify));
+    }
+
+    #[test]
+    fn batched_writes_carry_the_exact_frames() {
+        // small (copied into scratch), writev-batched, and one-per-call sizes;
+        // the first frame starts half-sent, as after a short write
+        for size in [32usize, 16384, 65536, 300_000] {
+            let n = 20u64;
+            let (mut c, mut sh, l) = open_conn(size, true, n);
+            let half = sh.pgen.flen / 2;
+            c.frame_pos = half;
+            let mut want = Vec::new();
+            sh.pgen.append(0, half, &mut want);
+            for seq in 1..n {
+                sh.pgen.append(seq, 0, &mut want);
+            }
+            let (mut peer, _) = l.accept().unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let len = want.len();
+            let reader = std::thread::spawn(move || {
+                let mut got = vec![0u8; len];
+                peer.read_exact(&mut got).map(|_| got)
+            });
+            let t0 = Instant::now();
+            while c.seq_sent < n && t0.elapsed() < Duration::from_secs(10) {
+                flush(&mut c, &mut sh).unwrap();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert_eq!(c.seq_sent, n, "size {size}");
+            assert_eq!(c.frame_pos, 0);
+            let got = reader.join().unwrap().unwrap();
+            assert!(got == want, "size {size}: bytes differ");
         }
     }
 }
