@@ -10,6 +10,10 @@
 //! and 390 px width with the main controls inside the viewport:
 //! `target/browser-console.png` and `target/browser-console-390.png`.
 //!
+//! `oversize_messages_close_1009_in_chromium` is a defect test, run alone with
+//! `cargo test --test browser oversize`: a browser that sends a message over the limit
+//! must see the server's close 1009, not an abnormal 1006, every time.
+//!
 //! Tools: the test installs what is missing, the first time (as root): Chromium with
 //! `apt-get install -y chromium` (after `apt-get update` if that fails) and playwright-core
 //! with `npm ci --prefix tests/browser`. It needs Node.js >= 20 on PATH (playwright-core's
@@ -28,7 +32,7 @@ use std::time::{Duration, Instant};
 const CHROMIUM: &str = "/usr/bin/chromium";
 /// playwright-core 1.65 declares `engines.node >= 20`.
 const NODE_MAJOR_MIN: u32 = 20;
-/// The script bounds itself at 120 s; this is the backstop.
+/// The scripts bound themselves (console: 120 s, oversize: 240 s); this is the backstop.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(300);
 const APT_TIMEOUT: Duration = Duration::from_secs(900);
 const NPM_TIMEOUT: Duration = Duration::from_secs(300);
@@ -232,6 +236,27 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// Defect test (run alone: `cargo test --test browser oversize`). Against
+/// `--max-message 64KiB --max-frame 64KiB`, the served page sends binary messages of
+/// 100 KB, 1 MB and 16 MB, ten of each, each on a fresh connection; `onclose` must see
+/// 1009 every time. A server that drops the socket while the browser is still sending
+/// makes the browser report 1006 instead (the close frame is lost to the reset).
+#[test]
+fn oversize_messages_close_1009_in_chromium() {
+    let Some(node) = browser_tools() else {
+        return;
+    };
+    let server = Server::start(&[
+        "--console",
+        "--max-message",
+        "64KiB",
+        "--max-frame",
+        "64KiB",
+    ]);
+    let args = format!(r#"{{"page":"http://{}/"}}"#, server.addr);
+    run_script(&node, "oversize.test.mjs", &args, &[&server]);
 }
 
 /// Runs tests/browser/SCRIPT with one JSON argument; fails with its output and the
