@@ -45,9 +45,9 @@ struct Cli {
     /// Largest message after reassembly; larger closes with 1009 (gorilla SetReadLimit).
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     max_message: usize,
-    /// Largest frame payload; larger closes with 1009.
-    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
-    max_frame: usize,
+    /// Largest frame payload; larger closes with 1009. At most --max-message [default: the --max-message value].
+    #[arg(long, value_parser = parse_size)]
+    max_frame: Option<usize>,
     /// Largest upgrade request head; larger gets 431.
     #[arg(long, default_value = "8KiB", value_parser = parse_size)]
     max_request: usize,

@@ -28,8 +28,11 @@ pub struct Config {
     pub max_pending_output: usize,
     /// Largest message, after reassembly of fragments (close 1009 above it).
     pub max_message: usize,
-    /// Largest single frame payload (close 1009 above it).
-    pub max_frame: usize,
+    /// Largest single frame payload (close 1009 above it). `None` (the default) means the
+    /// same as `max_message`, so lowering `max_message` lowers both; `Some(n)` may only
+    /// lower it further: `n` above `max_message` fails [`Config::validate`]. The limit in
+    /// force is [`Config::frame_limit`].
+    pub max_frame: Option<usize>,
     /// Largest HTTP upgrade request (request line and headers) in bytes (431 above it).
     pub max_request: usize,
     /// Open connections (including handshakes) above which new sockets get 503.
@@ -81,7 +84,7 @@ impl Default for Config {
             write_buffer: 64 << 10,
             max_pending_output: 1 << 20,
             max_message: 16 << 20,
-            max_frame: 16 << 20,
+            max_frame: None,
             max_request: 8 << 10,
             max_connections: default_max_connections(),
             max_connections_per_ip: None,
@@ -136,13 +139,17 @@ impl Config {
         if self.write_buffer == 0 {
             return err("write buffer must be at least 1 byte".into());
         }
-        if self.max_frame == 0 || self.max_message == 0 {
+        if self.max_frame == Some(0) || self.max_message == 0 {
             return err("max message and max frame must be at least 1 byte".into());
         }
-        if self.max_frame > self.max_message {
+        if let Some(frame) = self.max_frame
+            && frame > self.max_message
+        {
             return err(format!(
-                "max frame ({}) must not exceed max message ({})",
-                self.max_frame, self.max_message
+                "max frame ({}) is above max message ({}): a frame cannot carry more than a whole message; \
+                 lower max frame or leave it unset (it follows max message), or raise max message",
+                show_size(frame),
+                show_size(self.max_message)
             ));
         }
         if self.max_request < 512 {
@@ -186,6 +193,11 @@ impl Config {
 }
 
 impl Config {
+    /// The frame limit in force: `max_frame`, or `max_message` when that is unset.
+    pub fn frame_limit(&self) -> usize {
+        self.max_frame.unwrap_or(self.max_message)
+    }
+
     /// Whether connections are served over TLS.
     pub fn tls_enabled(&self) -> bool {
         #[cfg(feature = "tls")]
@@ -241,7 +253,7 @@ impl fmt::Display for Config {
             show_size(self.write_buffer),
             show_size(self.max_pending_output),
             show_size(self.max_message),
-            show_size(self.max_frame),
+            show_size(self.frame_limit()),
             show_size(self.max_request),
             self.max_connections,
             per_ip,
@@ -275,15 +287,71 @@ mod tests {
         };
         assert!(c.validate().unwrap_err().0.contains("idle timeout"));
         let c = Config {
-            max_frame: 2 << 20,
-            max_message: 1 << 20,
-            ..Config::default()
-        };
-        assert!(c.validate().is_err());
-        let c = Config {
             subprotocols: vec!["a b".into()],
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    /// The frame limit follows the message limit unless set, and may only be lower.
+    #[test]
+    fn frame_limit_rule() {
+        let d = Config::default();
+        assert_eq!(d.max_frame, None);
+        assert_eq!(d.frame_limit(), d.max_message);
+        // Lowering the message limit alone lowers both.
+        let c = Config {
+            max_message: 64 << 10,
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.frame_limit(), 64 << 10);
+        // The frame limit alone may go lower...
+        let c = Config {
+            max_frame: Some(1 << 10),
+            ..Config::default()
+        };
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!((c.frame_limit(), c.max_message), (1 << 10, 16 << 20));
+        // ...or equal, but not above the message limit, default or explicit.
+        let equal = Config {
+            max_frame: Some(16 << 20),
+            ..Config::default()
+        };
+        assert_eq!(equal.validate(), Ok(()));
+        let above_default = Config {
+            max_frame: Some(32 << 20),
+            ..Config::default()
+        };
+        let e = above_default.validate().unwrap_err().0;
+        assert!(
+            e.contains("max frame (32MiB) is above max message (16MiB)"),
+            "{e}"
+        );
+        let contradictory = Config {
+            max_frame: Some(2 << 20),
+            max_message: 1 << 20,
+            ..Config::default()
+        };
+        let e = contradictory.validate().unwrap_err().0;
+        assert!(
+            e.contains("max frame (2MiB) is above max message (1MiB)"),
+            "{e}"
+        );
+        let zero = Config {
+            max_frame: Some(0),
+            ..Config::default()
+        };
+        assert!(zero.validate().is_err());
+        assert!(
+            format!(
+                "{c}",
+                c = Config {
+                    max_message: 1 << 20,
+                    ..Config::default()
+                }
+            )
+            .contains(" max_frame=1MiB ")
+        );
     }
 }

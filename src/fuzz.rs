@@ -96,7 +96,7 @@ impl Source for MemStream {
 fn fuzz_config() -> Config {
     Config {
         max_message: 64 << 10,
-        max_frame: 32 << 10,
+        max_frame: Some(32 << 10),
         max_request: 2048,
         max_pending_output: 16 << 10,
         read_buffer: 512,

@@ -303,7 +303,7 @@ fn help_lists_every_default_and_they_are_the_real_ones() {
         ("--write-buffer", Some("write_buffer")),
         ("--max-pending-output", Some("max_pending_output")),
         ("--max-message", Some("max_message")),
-        ("--max-frame", Some("max_frame")),
+        ("--max-frame", None), // follows --max-message: tests/limit_flags.rs
         ("--max-request", Some("max_request")),
         ("--max-connections", None),
         ("--max-connections-per-ip", None),

@@ -31,7 +31,7 @@ pub(crate) struct Busy {
 impl Busy {
     fn new(cfg: &Config, now: Instant) -> Box<Busy> {
         Box::new(Busy {
-            scanner: FrameScanner::new(cfg.max_frame as u64, cfg.max_message as u64),
+            scanner: FrameScanner::new(cfg.frame_limit() as u64, cfg.max_message as u64),
             partial: Vec::new(),
             message: Vec::new(),
             message_opcode: 0,

@@ -88,10 +88,16 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
         }
         let target = req.path.unwrap_or("");
         let path = target.split('?').next().unwrap_or("");
+        // The console's question "what would my upgrade get?" (src/protocol/console.rs).
+        if cfg.console
+            && let Some(verdict) = super::console::probe(&req, cfg, peer, over_limit)
+        {
+            return verdict;
+        }
         if cfg.console && path == "/" {
             return Outcome::Respond {
                 status: 200,
-                reply: console_page(&cfg.path),
+                reply: super::console::page(cfg),
                 whole: true,
             };
         }
@@ -234,18 +240,6 @@ fn header_lines(headers: &[(String, String)]) -> Result<Vec<String>, String> {
             Ok(format!("{name}: {value}"))
         })
         .collect()
-}
-
-/// The browser console (`--console`): one self-contained page that talks to `ws_path`.
-fn console_page(ws_path: &str) -> Vec<u8> {
-    let page = include_str!("console.html").replace("__WS_PATH__", ws_path);
-    let mut r = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-        page.len()
-    )
-    .into_bytes();
-    r.extend_from_slice(page.as_bytes());
-    r
 }
 
 /// An error reply with a one-line text body; the connection closes after it.
