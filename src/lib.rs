@@ -8,6 +8,9 @@
 
 pub mod config;
 mod conn;
+// permessage-deflate (RFC 7692), I/O-free: the lead places these under protocol/.
+#[path = "protocol/extensions.rs"]
+pub mod extensions;
 #[doc(hidden)]
 pub mod fuzz;
 mod handler;
