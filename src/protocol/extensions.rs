@@ -40,6 +40,35 @@ pub enum Compression {
     Window(u8),
 }
 
+/// `off`, `shared` or `window=BITS`, as `--compression` takes it.
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "off" => Ok(Compression::Off),
+            "shared" => Ok(Compression::Shared),
+            _ => match s.strip_prefix("window=").map(str::parse::<u8>) {
+                Some(Ok(bits)) if (9..=15).contains(&bits) => Ok(Compression::Window(bits)),
+                Some(_) => Err(format!("{s:?}: window bits must be 9..=15")),
+                None => Err(format!(
+                    "{s:?}: expected off, shared or window=BITS (9..=15)"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Off => f.write_str("off"),
+            Compression::Shared => f.write_str("shared"),
+            Compression::Window(bits) => write!(f, "window={bits}"),
+        }
+    }
+}
+
 /// Compression settings: the mode, and when a message is worth compressing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateConfig {
@@ -842,6 +871,31 @@ mod tests {
         assert!(!cfg(Compression::Off).should_compress(1 << 20));
         assert_eq!(cfg(Compression::Window(12)).threshold, WINDOW_THRESHOLD);
         assert_eq!(c.threshold, SHARED_THRESHOLD);
+    }
+
+    #[test]
+    fn mode_from_and_to_text() {
+        for (text, mode) in [
+            ("off", Compression::Off),
+            ("shared", Compression::Shared),
+            ("window=9", Compression::Window(9)),
+            ("window=15", Compression::Window(15)),
+        ] {
+            assert_eq!(text.parse::<Compression>(), Ok(mode));
+            assert_eq!(mode.to_string(), text);
+        }
+        for bad in [
+            "",
+            "on",
+            "window",
+            "window=",
+            "window=8",
+            "window=16",
+            "window=x",
+            "Shared",
+        ] {
+            assert!(bad.parse::<Compression>().is_err(), "{bad}");
+        }
     }
 
     #[test]
