@@ -16,6 +16,11 @@ mod app;
 pub mod cli;
 pub mod config;
 mod conn;
+// permessage-deflate (RFC 7692), I/O-free: the lead places these under protocol/.
+#[path = "protocol/deflate.rs"]
+pub mod deflate;
+#[path = "protocol/extensions.rs"]
+pub mod extensions;
 #[doc(hidden)]
 pub mod fuzz;
 mod io;
