@@ -2,7 +2,8 @@
 //! until SIGINT/SIGTERM. It lives in the library so that the option parsing it shares
 //! with `Config` stays private.
 
-use crate::{Config, Echo, ListenAddr, OriginPolicy, Server};
+use crate::config::default_compression;
+use crate::{Compression, Config, DeflateConfig, Echo, ListenAddr, OriginPolicy, Server};
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,7 +64,7 @@ struct Cli {
     /// Read deadline: close (1001) a client that sent nothing, not even a pong, for this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     idle_timeout: Duration,
-    /// Write deadline: drop a client whose pending output has not drained for this long.
+    /// Write deadline: drop a client that takes none of its pending output for this long.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     write_timeout: Duration,
     /// Drop a socket that has not completed the upgrade in this long (gorilla HandshakeTimeout).
@@ -78,6 +79,17 @@ struct Cli {
     /// Subprotocol the server speaks (repeatable, in order of preference).
     #[arg(long = "subprotocol", value_name = "NAME")]
     subprotocols: Vec<String>,
+    /// permessage-deflate: off, shared (no context takeover: no memory per connection) or
+    /// window=BITS (context takeover, 2 x 2^BITS bytes per connection; BITS 9..=15)
+    /// (gorilla EnableCompression).
+    #[arg(long, value_name = "MODE", default_value_t = default_compression())]
+    compression: Compression,
+    /// Messages shorter than this go out uncompressed [default: 128B shared, 32B window].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    compression_threshold: Option<usize>,
+    /// zlib compression level, 1 (fastest) to 9 (smallest).
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    compression_level: u8,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -113,6 +125,12 @@ impl Cli {
             reuse_port: self.reuse_port,
             console: self.console,
             metrics_listen: self.metrics_listen,
+            compression: {
+                let mut c = DeflateConfig::new(self.compression);
+                c.threshold = self.compression_threshold.unwrap_or(c.threshold);
+                c.level = self.compression_level;
+                c
+            },
             max_topic_len: defaults.max_topic_len,
             max_subscriptions: defaults.max_subscriptions,
             sender_queue: defaults.sender_queue,

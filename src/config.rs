@@ -1,6 +1,7 @@
 //! Every tunable of the server, its default and its validation, and how sizes and
 //! durations are shown (`4KiB`, `500ms`).
 
+use crate::protocol::extensions::{Compression, DeflateConfig};
 use std::fmt;
 use std::time::Duration;
 
@@ -63,6 +64,9 @@ pub struct Config {
     pub max_topic_len: usize,
     /// Topics one connection may be subscribed to at once.
     pub max_subscriptions: usize,
+    /// permessage-deflate (RFC 7692): what to negotiate, and from what size a message
+    /// is compressed.
+    pub compression: DeflateConfig,
     /// Requests a [`Sender`](crate::Sender) may queue for the loop; more are refused
     /// with [`SendError::Full`](crate::SendError::Full).
     pub sender_queue: usize,
@@ -100,10 +104,21 @@ impl Default for Config {
             metrics_listen: None,
             max_topic_len: 256,
             max_subscriptions: 1024,
+            compression: DeflateConfig::new(default_compression()),
             sender_queue: 16_384,
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+}
+
+/// Shared compression where the codec is built in: every browser offers deflate, and
+/// shared mode costs an idle connection nothing.
+pub(crate) fn default_compression() -> Compression {
+    if cfg!(feature = "deflate") {
+        Compression::Shared
+    } else {
+        Compression::Off
     }
 }
 
@@ -157,6 +172,15 @@ impl Config {
         }
         if self.max_connections == 0 {
             return err("max connections must be at least 1".into());
+        }
+        if let Err(e) = self.compression.validate() {
+            return err(e);
+        }
+        if self.compression.mode != Compression::Off && !cfg!(feature = "deflate") {
+            return err(format!(
+                "compression {} needs the deflate feature, which this build leaves out",
+                self.compression.mode
+            ));
         }
         if self.sender_queue == 0 {
             return err("sender queue must hold at least 1 request".into());
@@ -247,7 +271,8 @@ impl fmt::Display for Config {
             f,
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
-             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} metrics={} tls={}",
+             write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} metrics={} tls={} \
+             compression={} compression_threshold={} compression_level={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -269,6 +294,9 @@ impl fmt::Display for Config {
             self.metrics_listen
                 .map_or_else(|| "off".to_string(), |a| a.to_string()),
             if self.tls_enabled() { "on" } else { "off" },
+            self.compression.mode,
+            show_size(self.compression.threshold),
+            self.compression.level,
         )
     }
 }

@@ -16,11 +16,6 @@ mod app;
 pub mod cli;
 pub mod config;
 mod conn;
-// permessage-deflate (RFC 7692), I/O-free: the lead places these under protocol/.
-#[path = "protocol/deflate.rs"]
-pub mod deflate;
-#[path = "protocol/extensions.rs"]
-pub mod extensions;
 #[doc(hidden)]
 pub mod fuzz;
 mod io;
@@ -38,6 +33,7 @@ pub use config::{Config, ConfigError, OriginPolicy};
 pub use io::stream::{ListenAddr, ToListenAddr};
 #[cfg(feature = "tls")]
 pub use io::tls;
+pub use protocol::extensions::{Compression, DeflateConfig};
 pub use protocol::handshake::Request;
 #[doc(hidden)]
 pub use server::REJECT_SLACK;

@@ -15,6 +15,7 @@
 
 mod busy;
 mod close;
+pub(crate) mod compress;
 mod deadline;
 mod read;
 
@@ -28,6 +29,7 @@ use crate::io::transport::Transport;
 use crate::protocol::frame::{self, MAX_CONTROL, OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
 use crate::server::metrics::Stats;
 use busy::Busy;
+use compress::{Codec, Negotiated};
 use deadline::Stamp;
 use log::debug;
 use std::net::SocketAddr;
@@ -119,6 +121,8 @@ pub(crate) struct Env<'a, H> {
     pub(crate) id: ConnId,
     /// This connection's heartbeat, where the application set one of its own.
     pub(crate) timeouts: Timeouts,
+    /// The loop's permessage-deflate codec and per-connection windows.
+    pub(crate) codec: &'a mut Codec,
 }
 
 /// One client connection.
@@ -131,6 +135,8 @@ pub(crate) struct Conn<S> {
     flags: u8,
     /// Effects gathered during the current call, handed to the loop at its end.
     effects: Effects,
+    /// The permessage-deflate it negotiated, if any.
+    deflate: Negotiated,
     busy: Option<Box<Busy>>,
 }
 
@@ -160,6 +166,7 @@ impl<S: Transport> Conn<S> {
             phase: Phase::Handshake,
             flags: if over_limit { flag::OVER_LIMIT } else { 0 },
             effects: Effects::default(),
+            deflate: Negotiated::default(),
             busy: None,
         }
     }
@@ -301,9 +308,19 @@ impl<S: Transport> Conn<S> {
         cfg: &Config,
         now: Instant,
     ) {
-        let busy = self.busy.get_or_insert_with(|| pool.take(cfg, now));
+        let deflate = self.deflate.is_on();
+        let busy = self.busy.get_or_insert_with(|| {
+            let mut busy = pool.take(cfg, now);
+            busy.scanner.allow_compression(deflate);
+            busy
+        });
         busy.out.push_shared(head.clone());
         busy.out.push_shared(body.clone());
+    }
+
+    /// What permessage-deflate this connection negotiated.
+    pub(crate) fn negotiated(&self) -> Negotiated {
+        self.deflate
     }
 
     /// A consumer too slow for what others send it: fail it (1008).
@@ -386,7 +403,12 @@ impl<S: Transport> Conn<S> {
     }
 
     fn busy<H>(&mut self, now: Instant, env: &mut Env<H>) -> &mut Busy {
-        self.busy.get_or_insert_with(|| env.pool.take(env.cfg, now))
+        let deflate = self.deflate.is_on();
+        self.busy.get_or_insert_with(|| {
+            let mut busy = env.pool.take(env.cfg, now);
+            busy.scanner.allow_compression(deflate);
+            busy
+        })
     }
 
     /// Queues a message. A Close goes through the close handshake; a raw frame is not
@@ -418,13 +440,28 @@ impl<S: Transport> Conn<S> {
         if opcode & 0x08 == 0 {
             env.stats.messages_out += 1;
             env.stats.bytes_out += payload.len() as u64;
+            if env.codec.wants(self.deflate, payload.len()) {
+                let mut compressed = Vec::new();
+                if env
+                    .codec
+                    .deflate(self.deflate, env.id.key, &payload, &mut compressed)
+                {
+                    let byte0 = frame::FIN | frame::RSV1 | opcode;
+                    return self.queue(byte0, &Bytes::from(compressed), now, env);
+                }
+            }
         }
         self.queue_frame(opcode, &payload, now, env);
     }
 
     /// Appends one final frame to the output.
     fn queue_frame<H>(&mut self, opcode: u8, payload: &Bytes, now: Instant, env: &mut Env<H>) {
-        let (header, used) = frame::header(frame::FIN | opcode, payload.len());
+        self.queue(frame::FIN | opcode, payload, now, env);
+    }
+
+    /// Appends one frame with `byte0` (FIN, RSV and opcode bits) to the output.
+    fn queue<H>(&mut self, byte0: u8, payload: &Bytes, now: Instant, env: &mut Env<H>) {
+        let (header, used) = frame::header(byte0, payload.len());
         self.busy(now, env).out.push_frame(&header[..used], payload);
     }
 

@@ -6,7 +6,7 @@ use super::{Conn, Edge, Effects, Env, Phase, flag};
 use crate::app::handler::{AutoPong, Handler, Upgrade};
 use crate::io::transport::Transport;
 use crate::protocol::frame::{
-    self, Head, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT,
+    self, Head, OP_BINARY, OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT, RSV1,
 };
 use crate::protocol::handshake::{self, Outcome};
 use crate::protocol::scan::Rejected;
@@ -23,6 +23,17 @@ const RESERVE_AFTER: usize = 64 << 10;
 /// Reads of the scratch buffer one connection may do per readiness event before the
 /// loop serves the others (it comes back to this one on the next turn).
 const READS_PER_TURN: u32 = 16;
+
+/// A message made of frames the scanner approved: a text one is valid UTF-8.
+fn approved(opcode: u8, payload: Bytes) -> Message {
+    if opcode == OP_TEXT {
+        // SAFETY: the scanner validated every byte of this (uncompressed) text message
+        // as UTF-8, across fragments, before any of its frames was read.
+        Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(payload) })
+    } else {
+        Message::Binary(payload)
+    }
+}
 
 impl<S: Transport> Conn<S> {
     pub(super) fn read_request<H: Handler>(
@@ -79,6 +90,7 @@ impl<S: Transport> Conn<S> {
                     accept_key,
                     consumed,
                     request,
+                    deflate,
                 } => {
                     let mut rest = busy.partial.split_off(consumed);
                     busy.partial.clear();
@@ -110,6 +122,11 @@ impl<S: Transport> Conn<S> {
                         return self.flush(now, env);
                     }
                     env.stats.handshakes_ok += 1;
+                    if let Some(agreement) = deflate {
+                        busy.scanner.allow_compression(true);
+                        self.deflate = super::Negotiated::new(&agreement);
+                        env.codec.opened(env.id.key, &agreement);
+                    }
                     self.phase = Phase::Open;
                     self.flags |= flag::OPENED;
                     self.last_read = super::Stamp::at(now, env.epoch);
@@ -224,11 +241,12 @@ impl<S: Transport> Conn<S> {
         if let Some(head) = frame::read_head(&frames)
             && head.frame_len() == frames.len()
             && head.is_final()
+            && head.byte0 & RSV1 == 0
             && matches!(head.opcode(), OP_TEXT | OP_BINARY)
         {
             frame::unmask(&mut frames[head.header_len..], head.mask);
             let payload = Bytes::from(frames).slice(head.header_len..);
-            return self.deliver(head.opcode(), payload, now, env);
+            return self.deliver(approved(head.opcode(), payload), now, env);
         }
         self.read_region(&mut frames, now, env);
     }
@@ -250,19 +268,27 @@ impl<S: Transport> Conn<S> {
 
     fn on_frame<H: Handler>(&mut self, head: Head, payload: &[u8], now: Instant, env: &mut Env<H>) {
         match head.opcode() {
+            OP_TEXT | OP_BINARY if head.is_final() && head.byte0 & RSV1 != 0 => {
+                self.inflate(head.opcode(), payload, now, env);
+            }
             OP_TEXT | OP_BINARY if head.is_final() => {
-                self.deliver(head.opcode(), Bytes::copy_from_slice(payload), now, env);
+                let payload = Bytes::copy_from_slice(payload);
+                self.deliver(approved(head.opcode(), payload), now, env);
             }
             OP_TEXT | OP_BINARY | OP_CONTINUATION => {
                 let busy = self.busy(now, env);
                 if head.opcode() != OP_CONTINUATION {
-                    busy.message_opcode = head.opcode();
+                    busy.message_opcode = head.byte0 & (RSV1 | 0x0F);
                 }
                 busy.message.extend_from_slice(payload);
                 if head.is_final() {
-                    let message = Bytes::from(std::mem::take(&mut busy.message));
-                    let opcode = busy.message_opcode;
-                    self.deliver(opcode, message, now, env);
+                    let message = std::mem::take(&mut busy.message);
+                    let (opcode, rsv1) = (busy.message_opcode & 0x0F, busy.message_opcode & RSV1);
+                    if rsv1 != 0 {
+                        self.inflate(opcode, &message, now, env);
+                    } else {
+                        self.deliver(approved(opcode, Bytes::from(message)), now, env);
+                    }
                 }
             }
             OP_PING if self.is_open() => {
@@ -282,21 +308,39 @@ impl<S: Transport> Conn<S> {
         }
     }
 
+    /// Inflates a compressed message (its payload, fragments joined) and delivers it;
+    /// fails the connection on a bomb (1009), a corrupt stream or bad UTF-8 (1007).
+    fn inflate<H: Handler>(&mut self, opcode: u8, payload: &[u8], now: Instant, env: &mut Env<H>) {
+        if !self.is_open() {
+            return;
+        }
+        let mut plain = Vec::new();
+        let inflated = env.codec.inflate(
+            self.deflate,
+            env.id.key,
+            payload,
+            env.cfg.max_message,
+            &mut plain,
+        );
+        let msg = match inflated {
+            Err((code, reason)) => return self.fail(code, reason, now, env),
+            Ok(()) if opcode == OP_TEXT => match Utf8Bytes::try_from(plain) {
+                Ok(text) => Message::Text(text),
+                Err(_) => return self.fail(1007, "invalid UTF-8 in text message", now, env),
+            },
+            Ok(()) => Message::Binary(plain.into()),
+        };
+        self.deliver(msg, now, env);
+    }
+
     /// Hands a complete message to the handler, then carries out what it asked for.
-    fn deliver<H: Handler>(&mut self, opcode: u8, payload: Bytes, now: Instant, env: &mut Env<H>) {
+    fn deliver<H: Handler>(&mut self, msg: Message, now: Instant, env: &mut Env<H>) {
         // After our Close the handler has had on_close: later messages are dropped.
         if !self.is_open() {
             return;
         }
         env.stats.messages_in += 1;
-        env.stats.bytes_in += payload.len() as u64;
-        let msg = if opcode == OP_TEXT {
-            // SAFETY: the scanner validated every byte of this text message as UTF-8
-            // (across fragments) before any of its frames was read.
-            Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(payload) })
-        } else {
-            Message::Binary(payload)
-        };
+        env.stats.bytes_in += msg.len() as u64;
         let id = env.id;
         self.callback(now, env, |h, ctx| h.on_message(ctx, id, msg));
         if self.pending_output() >= env.cfg.write_buffer {

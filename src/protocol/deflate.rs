@@ -14,7 +14,7 @@
 //!   (gws's technique), instead of a dedicated zlib stream per connection.
 //!
 //! # What the caller does
-//! Handshake: [`crate::extensions::negotiate`]; keep the [`Agreement`]; when
+//! Handshake: [`crate::protocol::extensions::negotiate`]; keep the [`Agreement`]; when
 //! `agreement.takeover()`, keep a [`ContextWindows::new`] with the connection (it
 //! allocates nothing until the first compressed message).
 //!
@@ -38,13 +38,13 @@
 //!   so either code passes them; 1007 also matches what a client sees when the inflated
 //!   text is bad UTF-8.
 //! - Metrics: compressed bytes in are the payload lengths fed, bytes out the `out`
-//!   growth; [`Inflater::produced`] is the running total of the message being inflated.
+//!   growth.
 //!
 //! Sending:
 //! - `config.should_compress(len)` false (below the threshold) → send as today, RSV1
 //!   clear, and do **not** record it in the window (the client's inflater never sees it).
-//! - Otherwise [`Deflater::compress_message`] with the agreement and the connection's
-//!   windows (it records the message in the outbound window itself); send the payload as
+//! - Otherwise [`Deflater::compress`] with the window bits and the connection's outbound
+//!   history as a dictionary (the caller records the message in it); send the payload as
 //!   one frame with RSV1 set. On `Err` (cannot happen with zlib-rs short of a bug) send
 //!   the message uncompressed instead, which is always allowed.
 //!
@@ -101,7 +101,7 @@
 //! 4 KiB history is hashed) and ≈ 0.1–0.2 µs per inflated one, for 1/38 of the memory.
 //! Shared mode pays the same reset; its 15-bit window makes 16 KiB messages dearer.
 
-use crate::extensions::Agreement;
+use crate::protocol::extensions::Agreement;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::fmt;
 
@@ -265,11 +265,6 @@ impl Inflater {
         self.finish(out)
     }
 
-    /// Bytes inflated since `begin`.
-    pub fn produced(&self) -> usize {
-        self.produced
-    }
-
     /// Feeds `input` until it is consumed or the stream ends. `out` never grows past
     /// the limit: its capacity stays within `len at begin + limit`.
     fn run(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), InflateError> {
@@ -360,6 +355,7 @@ impl Deflater {
         }
     }
 
+    #[cfg(test)]
     /// Compresses `msg` for a connection with this agreement, appending the payload
     /// (RSV1 set, no tail) to `out`; with context takeover the outbound history in
     /// `windows` primes the compressor and then takes in `msg`.
@@ -521,6 +517,7 @@ impl ContextWindows {
         );
     }
 
+    #[cfg(test)]
     /// Bytes held on the heap (0 until the first compressed message).
     pub fn heap_bytes(&self) -> usize {
         self.buf.len()
@@ -554,7 +551,7 @@ fn slide(window: &mut [u8], len: &mut u16, msg: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extensions::{Compression as Mode, DeflateConfig, negotiate};
+    use crate::protocol::extensions::{Compression as Mode, DeflateConfig, negotiate};
 
     /// Deterministic xorshift, so failures reproduce.
     struct Rng(u64);

@@ -11,7 +11,7 @@
 //!   several lines are one comma-separated list).
 //! - On `Some(a)`, add `Sec-WebSocket-Extensions: {a}` to the 101 and keep `a` with the
 //!   connection (6 bytes, `Copy`). `a.takeover()` tells whether the connection needs a
-//!   [`crate::deflate::ContextWindows`] (window mode only; shared mode never does).
+//!   [`crate::protocol::deflate::ContextWindows`] (window mode only; shared mode never does).
 //! - A malformed header is never a 400: see [`Malformed`] for why.
 //!
 //! # Decline, or 400?
@@ -163,12 +163,13 @@ impl Agreement {
     }
 
     /// Window bits the client's compressor stays within (8..=15).
+    #[cfg_attr(not(feature = "deflate"), allow(dead_code))]
     pub fn inbound_window_bits(&self) -> u8 {
         self.client_max_window_bits.unwrap_or(15)
     }
 
     /// True when either direction keeps context across messages, i.e. the connection
-    /// needs a [`crate::deflate::ContextWindows`].
+    /// needs a [`crate::protocol::deflate::ContextWindows`].
     pub fn takeover(&self) -> bool {
         !(self.server_no_context_takeover && self.client_no_context_takeover)
     }
@@ -389,7 +390,8 @@ impl fmt::Display for Malformed {
 impl std::error::Error for Malformed {}
 
 /// Checks one header value against the extension-list grammar.
-pub fn validate(value: &[u8]) -> Result<(), Malformed> {
+#[cfg(test)]
+fn validate(value: &[u8]) -> Result<(), Malformed> {
     Items::new(value).try_for_each(|i| i.map(drop))
 }
 

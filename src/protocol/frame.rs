@@ -10,6 +10,8 @@ pub(crate) const OP_PING: u8 = 0x9;
 pub(crate) const OP_PONG: u8 = 0xA;
 /// The FIN bit of byte 0.
 pub(crate) const FIN: u8 = 0x80;
+/// RSV1: the message is compressed (permessage-deflate, on its first frame).
+pub(crate) const RSV1: u8 = 0x40;
 
 /// Longest header the server writes: 2 bytes and a 64-bit length (server frames are
 /// not masked).

@@ -5,6 +5,7 @@
 //! request that trickles in as many small packets and replies nothing when a request
 //! is too large, where a server owes the client a status code (see docs/ARCHITECTURE.md).
 
+use super::extensions::{self, Agreement};
 use crate::config::{Config, OriginPolicy};
 use std::net::SocketAddr;
 
@@ -17,6 +18,9 @@ pub struct Request {
     pub headers: Vec<(String, String)>,
     /// The subprotocol the server chose, if any.
     pub subprotocol: Option<String>,
+    /// The extensions the server accepted, as answered in `Sec-WebSocket-Extensions`
+    /// (e.g. `permessage-deflate; server_no_context_takeover; client_no_context_takeover`).
+    pub extensions: Option<String>,
     /// The client's address.
     pub peer: SocketAddr,
 }
@@ -42,6 +46,7 @@ pub(crate) enum Outcome {
         accept_key: String,
         consumed: usize,
         request: Request,
+        deflate: Option<Agreement>,
     },
     /// Answer over plain HTTP (an error, or the console page) and close; `reply` is
     /// the whole response. `whole`: the input was exactly one complete request, so
@@ -153,6 +158,12 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
             );
         }
         let subprotocol = choose_subprotocol(&cfg.subprotocols, &req);
+        let offers = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+            .map(|h| h.value);
+        let deflate = extensions::negotiate(offers, &cfg.compression);
         let accept_key = tungstenite::handshake::derive_accept_key(key);
         let request = Request {
             path: target.to_string(),
@@ -167,12 +178,14 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
                 })
                 .collect(),
             subprotocol,
+            extensions: deflate.map(|a| a.to_string()),
             peer,
         };
         Outcome::Accept {
             accept_key,
             consumed,
             request,
+            deflate,
         }
     };
     match decide() {
@@ -200,6 +213,10 @@ pub(crate) fn switching_protocols(
     if let Some(p) = &request.subprotocol {
         reply.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         reply.extend_from_slice(p.as_bytes());
+    }
+    if let Some(e) = &request.extensions {
+        reply.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        reply.extend_from_slice(e.as_bytes());
     }
     reply.extend_from_slice(b"\r\n");
     for line in header_lines(extra)? {
@@ -366,6 +383,7 @@ mod tests {
             accept_key,
             consumed,
             request,
+            ..
         } = evaluate(req.as_bytes(), &Config::default(), peer(), false)
         else {
             panic!("not accepted")

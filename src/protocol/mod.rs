@@ -3,6 +3,9 @@
 //! and probe, which answer over the same HTTP as the upgrade.
 
 pub(crate) mod console;
+#[cfg(feature = "deflate")]
+pub(crate) mod deflate;
+pub(crate) mod extensions;
 pub(crate) mod frame;
 pub(crate) mod handshake;
 pub(crate) mod scan;

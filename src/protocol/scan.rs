@@ -77,7 +77,15 @@ pub(crate) struct FrameScanner {
     fragmented: u8,
     /// UTF-8 validator state carried across chunks and fragments of a text message.
     utf8: Utf8State,
+    /// `COMPRESSION_ON`: permessage-deflate was negotiated (RSV1 may start a message);
+    /// `COMPRESSED`: the message in progress is compressed (its payload is validated
+    /// once inflated, not here).
+    deflate: u8,
 }
+
+const COMPRESSION_ON: u8 = 1;
+const COMPRESSED: u8 = 2;
+const RSV1: u8 = 0x40;
 
 impl FrameScanner {
     /// `max_frame_size`: largest payload a single frame may declare;
@@ -93,6 +101,17 @@ impl FrameScanner {
             frame: 0,
             fragmented: OP_CONTINUATION,
             utf8: Utf8State::Accept,
+            deflate: 0,
+        }
+    }
+
+    /// Whether the connection negotiated permessage-deflate: RSV1 may then mark the
+    /// first frame of a compressed message. Set before scanning a connection's bytes.
+    pub(crate) fn allow_compression(&mut self, on: bool) {
+        if on {
+            self.deflate |= COMPRESSION_ON;
+        } else {
+            self.deflate = 0;
         }
     }
 
@@ -180,10 +199,21 @@ impl FrameScanner {
     }
 
     fn read_byte0(&mut self, b: u8) -> Result<(), ScanError> {
-        if b & 0x70 != 0 {
+        let opcode = b & 0x0F;
+        if b & 0x30 != 0 {
             return Err(ScanError::Protocol("reserved bits set"));
         }
-        let opcode = b & 0x0F;
+        if b & RSV1 != 0 {
+            // RFC 7692 §6: RSV1 marks a compressed message, on its first frame only.
+            if self.deflate & COMPRESSION_ON == 0 {
+                return Err(ScanError::Protocol("reserved bits set"));
+            }
+            if !matches!(opcode, OP_TEXT | OP_BINARY) {
+                return Err(ScanError::Protocol(
+                    "RSV1 on a control or continuation frame",
+                ));
+            }
+        }
         if !matches!(opcode, 0..=2 | 8..=10) {
             return Err(ScanError::Protocol("reserved opcode"));
         }
@@ -196,6 +226,13 @@ impl FrameScanner {
         }
         if matches!(opcode, OP_TEXT | OP_BINARY) && self.fragmented != OP_CONTINUATION {
             return Err(ScanError::Protocol("expected continuation"));
+        }
+        if matches!(opcode, OP_TEXT | OP_BINARY) {
+            if b & RSV1 != 0 {
+                self.deflate |= COMPRESSED;
+            } else {
+                self.deflate &= !COMPRESSED;
+            }
         }
         self.frame = b;
         self.header_left = NEED_BYTE1;
@@ -266,10 +303,12 @@ impl FrameScanner {
         self.frame & 0x0F
     }
 
-    /// Payload of a text frame or of a continuation of a fragmented text message.
+    /// Payload of an uncompressed text frame or of a continuation of a fragmented,
+    /// uncompressed text message.
     fn text_payload(&self) -> bool {
         let op = self.opcode();
-        op == OP_TEXT || (op == OP_CONTINUATION && self.fragmented == OP_TEXT)
+        let text = op == OP_TEXT || (op == OP_CONTINUATION && self.fragmented == OP_TEXT);
+        text && self.deflate & COMPRESSED == 0
     }
 
     fn check_text(&mut self, masked: &[u8]) -> Result<(), ScanError> {
@@ -423,7 +462,41 @@ mod tests {
 
     #[test]
     fn scanner_is_small() {
-        assert!(std::mem::size_of::<FrameScanner>() <= 40);
+        assert!(std::mem::size_of::<FrameScanner>() <= 48);
+    }
+
+    #[test]
+    fn rsv1_only_with_compression_and_only_on_a_first_frame() {
+        let compressed = frame(0xC1, b"\xff\xfe not UTF-8 before inflating", KEY);
+        assert_eq!(scan_all(&compressed), proto("reserved bits set"));
+        let mut s = FrameScanner::new(MAX, MAX);
+        s.allow_compression(true);
+        // A compressed text message is not checked as UTF-8 here.
+        assert_eq!(s.scan_e(&compressed), Ok(compressed.len()));
+        // Fragmented: RSV1 on the first frame; a continuation with RSV1 is refused.
+        let first = frame(0x41, b"\xff", KEY);
+        assert_eq!(s.scan_e(&first), Ok(first.len()));
+        let bad = frame(0xC0, b"\xff", KEY);
+        assert_eq!(
+            s.scan_e(&bad),
+            proto("RSV1 on a control or continuation frame")
+        );
+        let mut s = FrameScanner::new(MAX, MAX);
+        s.allow_compression(true);
+        let ping = frame(0xC9, b"", KEY);
+        assert_eq!(
+            s.scan_e(&ping),
+            proto("RSV1 on a control or continuation frame")
+        );
+        // An uncompressed text message after a compressed one is checked again.
+        let mut s = FrameScanner::new(MAX, MAX);
+        s.allow_compression(true);
+        assert_eq!(s.scan_e(&compressed), Ok(compressed.len()));
+        assert_eq!(s.scan_e(&text(b"\xff")), Err(ScanError::InvalidUtf8));
+        // RSV2 and RSV3 stay errors.
+        let mut s = FrameScanner::new(MAX, MAX);
+        s.allow_compression(true);
+        assert_eq!(s.scan_e(&frame(0xA1, b"", KEY)), proto("reserved bits set"));
     }
 
     #[test]

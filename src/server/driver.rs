@@ -13,9 +13,10 @@ use super::topics::{Change, Topics};
 use crate::app::ctx::{Command, ConnCommand, Ctx, IdTable, Timeouts, TopicLimits};
 use crate::app::handler::{ConnId, Handler};
 use crate::config::Config;
+use crate::conn::compress::{Codec, CompressionStats};
 use crate::conn::{Conn, Edge, Effects, Env, Pool};
 use crate::io::transport::Transport;
-use crate::protocol::frame::{self, FIN, OP_BINARY, OP_TEXT};
+use crate::protocol::frame::{self, FIN, OP_BINARY, OP_TEXT, RSV1};
 use log::debug;
 use mio::{Interest, Registry, Token};
 use slab::Slab;
@@ -105,6 +106,9 @@ pub(crate) struct Driver<S, H> {
     /// A shutdown a callback or another thread asked for, for the server to begin.
     pub(crate) shutdown_request: Option<Shutdown>,
     topics: Topics,
+    /// permessage-deflate: the loop's codec and the windows of connections with context
+    /// takeover.
+    codec: Codec,
     /// Topics that gained their first or lost their last subscriber, for a bridge.
     pub(crate) topic_changes: Vec<Change>,
     /// Connections with input left to read without a new readiness edge.
@@ -139,6 +143,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             drain: None,
             shutdown_request: None,
             topics: Topics::default(),
+            codec: Codec::new(cfg.compression),
             topic_changes: Vec::new(),
             revisit: Vec::new(),
             dirty: Vec::new(),
@@ -352,6 +357,11 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         (self.topics.len(), self.topics.subscriptions())
     }
 
+    /// Bytes through the compression codec, and connections holding context windows.
+    pub(crate) fn compression(&self) -> (CompressionStats, usize) {
+        (self.codec.stats, self.codec.windows.len())
+    }
+
     fn topic_limits(&self) -> TopicLimits {
         TopicLimits {
             max_name: self.cfg.max_topic_len,
@@ -496,7 +506,10 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             _ => return,
         };
         let (header, used) = frame::header(FIN | opcode, payload.len());
-        let frame = SharedFrame::new(&header[..used], payload);
+        let plain = SharedFrame::new(&header[..used], payload.clone());
+        // Compressed once per window size among the subscribers that negotiated
+        // compression, made when the first of them is met.
+        let mut compressed: [Option<Option<SharedFrame>>; 8] = Default::default();
         let hard_limit = self.cfg.max_pending_output.saturating_mul(HARD_FACTOR);
         let mut slow = Vec::new();
         let mut delivered = 0u64;
@@ -511,6 +524,27 @@ impl<S: Transport, H: Handler> Driver<S, H> {
                 slow.push(key);
                 continue;
             }
+            let n = slot.conn.negotiated();
+            let frame = match self.codec.wants(n, payload.len()) {
+                true => {
+                    let bits = Codec::window_bits(n).clamp(8, 15);
+                    let made = compressed[usize::from(bits - 8)].get_or_insert_with(|| {
+                        self.codec.deflate_shared(bits, &payload).map(|body| {
+                            let (header, used) = frame::header(FIN | RSV1 | opcode, body.len());
+                            SharedFrame::new(&header[..used], body.into())
+                        })
+                    });
+                    match made {
+                        Some(frame) => {
+                            self.codec
+                                .sent_shared(n, key as u32, &payload, frame.payload_len);
+                            &*frame
+                        }
+                        None => &plain,
+                    }
+                }
+                false => &plain,
+            };
             slot.conn
                 .queue_shared(&frame.head, &frame.body, &mut self.pool, &self.cfg, now);
             delivered += 1;
@@ -520,18 +554,37 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             }
         }
         self.stats.messages_out += delivered;
-        self.stats.bytes_out += delivered * frame.payload_len as u64;
+        self.stats.bytes_out += delivered * payload.len() as u64;
         self.stats.published += 1;
         // Over the limit before this one: the socket may take some now; if not, the
-        // subscriber is dropped, else it gets the message.
+        // subscriber is dropped, else it gets the message (plain: rare enough).
         for key in slow {
             if !self.drop_if_slow(key, now)
                 && let Some(slot) = self.slots.get_mut(key)
             {
+                let n = slot.conn.negotiated();
+                if n.is_on() && self.codec.wants(n, payload.len()) {
+                    // Its history must see the message the peer will inflate.
+                    let mut body = Vec::new();
+                    if self.codec.deflate(n, key as u32, &payload, &mut body) {
+                        let (header, used) = frame::header(FIN | RSV1 | opcode, body.len());
+                        let frame = SharedFrame::new(&header[..used], body.into());
+                        slot.conn.queue_shared(
+                            &frame.head,
+                            &frame.body,
+                            &mut self.pool,
+                            &self.cfg,
+                            now,
+                        );
+                        self.stats.messages_out += 1;
+                        self.stats.bytes_out += payload.len() as u64;
+                        continue;
+                    }
+                }
                 slot.conn
-                    .queue_shared(&frame.head, &frame.body, &mut self.pool, &self.cfg, now);
+                    .queue_shared(&plain.head, &plain.body, &mut self.pool, &self.cfg, now);
                 self.stats.messages_out += 1;
-                self.stats.bytes_out += frame.payload_len as u64;
+                self.stats.bytes_out += payload.len() as u64;
             }
         }
     }
@@ -605,6 +658,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             epoch: self.epoch,
             id,
             timeouts,
+            codec: &mut self.codec,
         };
         Some(f(&mut slot.conn, &mut self.scratch, &mut env))
     }
@@ -675,6 +729,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
     /// The connection in slot `key` is no longer open (its on_close ran): what it
     /// had beyond its own state goes — subscriptions, timers, heartbeat settings.
     fn closed(&mut self, key: usize) {
+        self.codec.closed(key as u32);
         self.topics.leave_all(key as u32, &mut self.topic_changes);
         self.app_timers.conn_closed(key, &mut self.wheel);
         self.timeouts.remove(&(key as u32));

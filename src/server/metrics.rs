@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
+use crate::conn::compress::CompressionStats;
+
 /// What happened on the server since it started. Cheap to update: plain integers,
 /// touched a few times per message.
 #[derive(Debug, Default, Clone)]
@@ -56,6 +58,8 @@ pub(crate) struct Gauges {
     pub(crate) app_timers: usize,
     pub(crate) topics: usize,
     pub(crate) subscriptions: usize,
+    pub(crate) compression: CompressionStats,
+    pub(crate) compression_windows: usize,
 }
 
 /// Deadline closes by kind.
@@ -220,6 +224,31 @@ impl Stats {
             "gauge",
             "Application timers armed.",
             &one(gauges.app_timers as u64),
+        );
+        let c = &gauges.compression;
+        let rows = |compressed: u64, plain: u64| {
+            vec![
+                ("{form=\"compressed\"}".to_string(), compressed),
+                ("{form=\"plain\"}".to_string(), plain),
+            ]
+        };
+        metric(
+            "deflate_in_bytes_total",
+            "counter",
+            "Compressed message payloads received: bytes on the wire and once inflated.",
+            &rows(c.in_compressed, c.in_plain),
+        );
+        metric(
+            "deflate_out_bytes_total",
+            "counter",
+            "Compressed message payloads sent: bytes on the wire and before compression.",
+            &rows(c.out_compressed, c.out_plain),
+        );
+        metric(
+            "deflate_windows",
+            "gauge",
+            "Connections keeping compression context (window mode).",
+            &one(gauges.compression_windows as u64),
         );
         metric(
             "pending_output_high_water_bytes",

@@ -512,7 +512,10 @@ impl<H: Handler> Server<H> {
         let token = self.scraper_token(key);
         let (sender_queued, sender_rejected) = self.inbox.depth_and_rejected();
         let (topics, subscriptions) = self.driver.topic_counts();
+        let (compression, compression_windows) = self.driver.compression();
         let gauges = Gauges {
+            compression,
+            compression_windows,
             topics,
             subscriptions,
             open_connections: self.driver.len(),
