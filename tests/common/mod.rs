@@ -16,12 +16,14 @@
 //! - the end of a connection: `read_to_eof`, `expect_eof` (within `ANSWER_WITHIN`
 //!   where the server answers at once), and `wait_until` for anything else;
 //! - metrics: `scrape`, `metric`;
-//! - Python's `websockets` (python.rs): `python::python_venv`, `run_script`,
-//!   `check_report`.
+//! - a server in the test process with a handler of the test's own (inproc.rs):
+//!   `inproc::Loop` (`with`, `stall`, `stop`, `wait_ended`); Python's `websockets`
+//!   (python.rs): `python::python_venv`, `run_script`, `check_report`.
 #![allow(dead_code)]
 
 pub mod example;
 pub mod health;
+pub mod inproc;
 pub mod python;
 
 #[allow(unused_imports)]
