@@ -2,20 +2,10 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
-
-fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    (status_of(&body), body)
-}
 
 /// The metrics endpoint's address, from the server's log.
 fn metrics_addr(server: &Server) -> SocketAddr {
@@ -33,15 +23,6 @@ fn metrics_addr(server: &Server) -> SocketAddr {
     addr.unwrap()
 }
 
-fn value(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn metrics_move_with_traffic() {
     let server = Server::start(&["--metrics-listen", "127.0.0.1:0"]);
@@ -50,7 +31,7 @@ fn metrics_move_with_traffic() {
     let (status, before) = scrape(addr, "/metrics");
     assert_eq!(status, 200);
     assert!(before.contains("# TYPE wsloop_messages_in_total counter"));
-    assert_eq!(value(&before, "wsloop_messages_in_total"), 0);
+    assert_eq!(metric(&before, "wsloop_messages_in_total"), 0);
     assert_eq!(scrape(addr, "/other").0, 404);
 
     let mut ws = connect(server.url());
@@ -75,20 +56,20 @@ fn metrics_move_with_traffic() {
     while closing.read().is_ok() {}
 
     let (_, after) = scrape(addr, "/metrics");
-    assert_eq!(value(&after, "wsloop_messages_in_total"), 10);
-    assert_eq!(value(&after, "wsloop_messages_out_total"), 10);
+    assert_eq!(metric(&after, "wsloop_messages_in_total"), 10);
+    assert_eq!(metric(&after, "wsloop_messages_out_total"), 10);
     assert_eq!(
-        value(&after, "wsloop_bytes_in_total"),
+        metric(&after, "wsloop_bytes_in_total"),
         10 * "message 0".len() as u64
     );
-    assert_eq!(value(&after, "wsloop_handshakes_ok_total"), 2);
+    assert_eq!(metric(&after, "wsloop_handshakes_ok_total"), 2);
     assert_eq!(
-        value(&after, "wsloop_handshakes_failed_total{status=\"404\"}"),
+        metric(&after, "wsloop_handshakes_failed_total{status=\"404\"}"),
         1
     );
-    assert_eq!(value(&after, "wsloop_closes_total{code=\"4000\"}"), 1);
+    assert_eq!(metric(&after, "wsloop_closes_total{code=\"4000\"}"), 1);
     assert!(wait_until(Duration::from_secs(5), || {
-        value(&scrape(addr, "/metrics").1, "wsloop_open_connections") == 1
+        metric(&scrape(addr, "/metrics").1, "wsloop_open_connections") == 1
     }));
     // The endpoint itself does not disturb the WebSocket side.
     assert_echo(&mut ws, Message::text("still echoing"));
@@ -109,8 +90,8 @@ fn pings_and_idle_closes_are_counted() {
     assert_eq!(read_close_code(&mut silent), Some(1001));
     assert!(wait_until(Duration::from_secs(5), || {
         let text = scrape(addr, "/metrics").1;
-        value(&text, "wsloop_pings_sent_total") >= 1
-            && value(&text, "wsloop_deadline_closes_total{kind=\"idle\"}") == 1
-            && value(&text, "wsloop_closes_total{code=\"1001\"}") == 1
+        metric(&text, "wsloop_pings_sent_total") >= 1
+            && metric(&text, "wsloop_deadline_closes_total{kind=\"idle\"}") == 1
+            && metric(&text, "wsloop_closes_total{code=\"1001\"}") == 1
     }));
 }

@@ -3,6 +3,7 @@
 //! own thread — one writer per connection, whoever asked.
 
 use super::handler::{ConnId, Timer};
+use crate::protocol::frame::{self, MAX_CONTROL};
 use crate::server::topics::Topics;
 use std::fmt;
 use std::time::Duration;
@@ -106,6 +107,25 @@ pub(crate) fn check(msg: &Message) -> Result<(), SendError> {
     }
 }
 
+/// The bytes a frame with `payload` bytes takes in a connection's output.
+fn frame_len(payload: usize) -> usize {
+    frame::header(0, payload).1 + payload
+}
+
+/// The bytes `msg` (checked) adds to a connection's output.
+fn wire_len(msg: &Message) -> usize {
+    frame_len(match msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) | Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(f) => {
+            2 + f
+                .as_ref()
+                .map_or(0, |f| f.reason.len().min(MAX_CONTROL - 2))
+        }
+        Message::Frame(_) => 0,
+    })
+}
+
 /// Which connections are open, by slot: a generation and an open bit per slot, and
 /// the bytes each had waiting at the loop's last look. The loop writes it; `Ctx`
 /// reads it to answer at once whether an id is still good.
@@ -194,13 +214,18 @@ impl Ctx<'_> {
     /// open: a send never reaches another connection than the one meant.
     pub fn send(&mut self, conn: ConnId, msg: Message) -> Result<(), SendError> {
         check(&msg)?;
-        self.conn_command(conn, ConnCommand::Send(msg))
+        let bytes = wire_len(&msg);
+        self.conn_command(conn, ConnCommand::Send(msg))?;
+        self.count_queued(conn, bytes);
+        Ok(())
     }
 
     /// Starts the close handshake on `conn` with `code` and `reason` (cut to 123
     /// bytes); its `on_close` follows at once.
     pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) -> Result<(), SendError> {
-        self.conn_command(conn, ConnCommand::Close(code, reason.to_string()))
+        self.conn_command(conn, ConnCommand::Close(code, reason.to_string()))?;
+        self.count_queued(conn, frame_len(2 + reason.len().min(MAX_CONTROL - 2)));
+        Ok(())
     }
 
     /// Whether `conn` is open: messages to it are accepted.
@@ -212,8 +237,9 @@ impl Ctx<'_> {
     }
 
     /// Bytes queued for `conn` that its socket has not taken yet (None if it is not
-    /// open): exact for the connection being called back, as of the end of its last
-    /// event for the others.
+    /// open): exact for the connection being called back, what this callback queued
+    /// for it included (a producer can send until this reaches a mark of its own,
+    /// and resume in `on_drain`); as of the end of its last event for the others.
     pub fn buffered(&self, conn: ConnId) -> Option<usize> {
         match self.current {
             Some(c) if c.id == conn => c.open.then_some(c.buffered),
@@ -299,6 +325,16 @@ impl Ctx<'_> {
     /// [`Server::shutdown`](crate::Server::shutdown) does.
     pub fn shutdown(&mut self, how: crate::Shutdown) {
         self.commands.push(Command::Shutdown(how));
+    }
+
+    /// Output a callback queued for the connection it is about: `buffered` counts it
+    /// until the callback returns (the loop writes it after).
+    fn count_queued(&mut self, conn: ConnId, bytes: usize) {
+        if let Some(c) = self.current.as_mut()
+            && c.id == conn
+        {
+            c.buffered = c.buffered.saturating_add(bytes);
+        }
     }
 
     fn conn_command(&mut self, conn: ConnId, cmd: ConnCommand) -> Result<(), SendError> {

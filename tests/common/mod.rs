@@ -14,11 +14,17 @@
 //!   `close_frame`, `close_code` (1005 when there is none), `read_close_code`,
 //!   `expect_close`;
 //! - the end of a connection: `read_to_eof`, `expect_eof` (within `ANSWER_WITHIN`
-//!   where the server answers at once), and `wait_until` for anything else.
+//!   where the server answers at once), and `wait_until` for anything else;
+//! - metrics: `scrape`, `metric`;
+//! - a server in the test process with a handler of the test's own (inproc.rs):
+//!   `inproc::Loop` (`with`, `stall`, `stop`, `wait_ended`); Python's `websockets`
+//!   (python.rs): `python::python_venv`, `run_script`, `check_report`.
 #![allow(dead_code)]
 
 pub mod example;
 pub mod health;
+pub mod inproc;
+pub mod python;
 
 #[allow(unused_imports)]
 pub use health::{Healthy, echo_ok, run_table};
@@ -648,4 +654,24 @@ pub fn refused(
 pub fn assert_refused(addr: SocketAddr, request: &str, status: u16) -> Reply {
     refused(addr, request.as_bytes(), status, &[])
         .unwrap_or_else(|e| panic!("request:\n{request}\n{e}"))
+}
+
+/// GETs `path` from a metrics endpoint: the status and the whole response.
+pub fn scrape(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    (status_of(&body), body)
+}
+
+/// The value of `series` (name and labels, as rendered) in Prometheus text.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} missing in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
