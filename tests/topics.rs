@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{connect, connect_tuned, http, upgrade_request};
+use common::{connect, connect_tuned, upgrade_request};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -77,15 +77,9 @@ impl InProc {
 
     /// A value from the metrics endpoint.
     fn metric(&self, name: &str) -> u64 {
-        let (status, text) = http(
-            self.metrics,
-            format!("GET /metrics HTTP/1.1\r\nHost: {}\r\n\r\n", self.metrics).as_bytes(),
-        );
+        let (status, text) = common::scrape(self.metrics, "/metrics");
         assert_eq!(status, 200);
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("wsloop_{name} ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no metric {name} in {text}"))
+        common::metric(&text, &format!("wsloop_{name}"))
     }
 
     fn url(&self, join: &str) -> String {
