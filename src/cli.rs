@@ -34,7 +34,7 @@ struct Cli {
     /// Request path that upgrades; other paths get 404.
     #[arg(long, default_value = "/ws")]
     path: String,
-    /// Read buffer per busy connection (gorilla ReadBufferSize).
+    /// Incomplete-frame buffer kept per busy connection; larger ones are freed when it goes idle (gorilla ReadBufferSize).
     #[arg(long, default_value = "4KiB", value_parser = parse_size)]
     read_buffer: usize,
     /// Output batched before a forced write (gorilla WriteBufferSize).
@@ -264,5 +264,16 @@ mod tests {
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("18446744073709551615h").is_err());
         assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    /// One rule for defaults: `Config::default()` is the truth, and the flags' own
+    /// defaults (shown by `--help`) must say the same.
+    #[test]
+    fn flag_defaults_are_config_defaults() {
+        let cli = Cli::try_parse_from(["wsloop"]).unwrap();
+        assert_eq!(
+            format!("{:?}", cli.config()),
+            format!("{:?}", Config::default())
+        );
     }
 }

@@ -21,7 +21,8 @@ pub enum OriginPolicy {
 pub struct Config {
     /// The request path that upgrades; any other path gets 404.
     pub path: String,
-    /// tungstenite's read buffer per busy connection: the most it pulls per read call.
+    /// A busy connection's buffer for incomplete frames is kept for reuse up to this
+    /// size; a larger one is freed when the connection goes idle.
     pub read_buffer: usize,
     /// Output collected before a write is forced in the middle of a batch.
     pub write_buffer: usize,
