@@ -161,11 +161,36 @@ pub fn handshake(data: &[u8]) {
     drive(input, chunks, &fuzz_config());
 }
 
+const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+
 /// Fuzz target: arbitrary bytes as client frames after a valid upgrade.
 pub fn frames(data: &[u8]) {
     let split = data.first().map_or(0, |&b| b as usize % 8);
     let (chunks, frames) = data.split_at(split.min(data.len()));
-    let mut input = b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".to_vec();
+    let mut input = UPGRADE.to_vec();
+    input.extend_from_slice(b"\r\n");
     input.extend_from_slice(frames);
     drive(&input, chunks, &fuzz_config());
+}
+
+/// Fuzz target: arbitrary bytes as client frames after an upgrade that negotiated
+/// permessage-deflate; the first byte also picks the mode (shared, or a window of 9 to
+/// 15 bits), so compressed frames meet the inflater, its bounds and the histories.
+#[cfg(feature = "deflate")]
+pub fn compressed_frames(data: &[u8]) {
+    use crate::protocol::extensions::{Compression, DeflateConfig};
+    let first = data.first().copied().unwrap_or(0);
+    let (chunks, frames) = data.split_at((first as usize % 8).min(data.len()));
+    let mode = match (first >> 3) % 8 {
+        0 => Compression::Shared,
+        bits => Compression::Window(8 + bits),
+    };
+    let mut cfg = fuzz_config();
+    cfg.compression = DeflateConfig::new(mode);
+    let mut input = UPGRADE.to_vec();
+    input.extend_from_slice(
+        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    );
+    input.extend_from_slice(frames);
+    drive(&input, chunks, &cfg);
 }
