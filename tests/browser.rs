@@ -289,21 +289,7 @@ fn compression_in_chromium() {
     ]);
     let args = format!(r#"{{"page":"http://{}/"}}"#, server.addr);
     run_script(&node, "compression.test.mjs", &args, &[&server]);
-    let metrics = server
-        .logs
-        .lock()
-        .unwrap()
-        .iter()
-        .find_map(|l| {
-            l.split("metrics on http://")
-                .nth(1)?
-                .split('/')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .expect("metrics address in the log");
-    let (_, text) = common::scrape(metrics, "/metrics");
+    let (_, text) = common::scrape(server.metrics_addr(), "/metrics");
     for way in ["in", "out"] {
         let series = |form| format!("wsloop_deflate_{way}_bytes_total{{form=\"{form}\"}}");
         let compressed = common::metric(&text, &series("compressed"));

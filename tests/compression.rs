@@ -159,22 +159,6 @@ fn compressed_echo(s: &mut TcpStream, text: &str) {
     assert_eq!(Inflate::new().message(&payload), text.as_bytes());
 }
 
-/// The metrics endpoint's address, from the server's log.
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let mut addr = None;
-    let found = wait_until(Duration::from_secs(5), || {
-        addr = server.logs.lock().unwrap().iter().find_map(|l| {
-            l.split("metrics on http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-        });
-        addr.is_some()
-    });
-    assert!(found, "no metrics address in the server's log");
-    addr.unwrap()
-}
-
 /// `(compressed, plain)` of a `wsloop_deflate_*_bytes_total` counter.
 fn deflate_bytes(metrics: SocketAddr, way: &str) -> (u64, u64) {
     let (status, text) = scrape(metrics, "/metrics");
@@ -398,7 +382,7 @@ fn python_websockets_with_and_without_compression() {
         ("none", &[][..]),
     ] {
         let server = Server::start(&[&["--metrics-listen", "127.0.0.1:0"][..], args].concat());
-        let metrics = metrics_addr(&server);
+        let metrics = server.metrics_addr();
         let out = run_script(
             &python,
             "compression.py",
@@ -435,7 +419,7 @@ fn python_websockets_in_window_mode() {
         "--metrics-listen",
         "127.0.0.1:0",
     ]);
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     let mut healthy = connect(server.url());
     for (mode, checks) in [
         (
@@ -473,7 +457,7 @@ fn python_websockets_in_window_mode() {
 fn tungstenite_without_compression_against_compressing_servers() {
     for mode in ["shared", "window=12"] {
         let server = Server::start(&["--compression", mode, "--metrics-listen", "127.0.0.1:0"]);
-        let metrics = metrics_addr(&server);
+        let metrics = server.metrics_addr();
         let (mut ws, response) = tungstenite::connect(server.url()).expect("connect");
         assert!(
             response.headers().get("Sec-WebSocket-Extensions").is_none(),
@@ -746,7 +730,7 @@ fn deflate_bomb_closes_1009_with_memory_bounded() {
         "--metrics-listen",
         "127.0.0.1:0",
     ]);
-    let metrics = metrics_addr(&server);
+    let metrics = server.metrics_addr();
     let mut healthy = connect(server.url());
     let bomb = deflated(&vec![0u8; BOMB]);
     println!("bomb: {BOMB} zero bytes in {} compressed", bomb.len());
