@@ -14,6 +14,9 @@
 //! `cargo test --test browser oversize`: a browser that sends a message over the limit
 //! must see the server's close 1009, not an abnormal 1006, every time.
 //!
+//! `compression_in_chromium`: the page's WebSocket negotiates permessage-deflate and a
+//! 200 KB JSON text message echoes intact (tests/browser/compression.test.mjs).
+//!
 //! Tools: the test installs what is missing, the first time (as root): Chromium with
 //! `apt-get install -y chromium` (after `apt-get update` if that fails) and playwright-core
 //! with `npm ci --prefix tests/browser`. It needs Node.js >= 20 on PATH (playwright-core's
@@ -266,6 +269,36 @@ fn oversize_messages_close_1009_in_chromium() {
     ]);
     let args = format!(r#"{{"page":"http://{}/"}}"#, server.addr);
     run_script(&node, "oversize.test.mjs", &args, &[&server]);
+}
+
+/// permessage-deflate in Chromium (tests/browser/compression.test.mjs): the page's
+/// WebSocket reports it in `ws.extensions` and a 200 KB JSON text echoes intact; the
+/// server's metrics then show compressed bytes both ways.
+#[test]
+fn compression_in_chromium() {
+    let Some(node) = browser_tools() else {
+        return;
+    };
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&[
+        "--console",
+        "--compression",
+        "shared",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let args = format!(r#"{{"page":"http://{}/"}}"#, server.addr);
+    run_script(&node, "compression.test.mjs", &args, &[&server]);
+    let (_, text) = common::scrape(server.metrics_addr(), "/metrics");
+    for way in ["in", "out"] {
+        let series = |form| format!("wsloop_deflate_{way}_bytes_total{{form=\"{form}\"}}");
+        let compressed = common::metric(&text, &series("compressed"));
+        let plain = common::metric(&text, &series("plain"));
+        assert!(
+            compressed > 0 && compressed * 2 < plain && plain > 190_000,
+            "{way}: {compressed} compressed for {plain} plain"
+        );
+    }
 }
 
 /// Runs tests/browser/SCRIPT with one JSON argument; fails with its output and the

@@ -15,7 +15,7 @@
 //!   `expect_close`;
 //! - the end of a connection: `read_to_eof`, `expect_eof` (within `ANSWER_WITHIN`
 //!   where the server answers at once), and `wait_until` for anything else;
-//! - metrics: `scrape`, `metric`;
+//! - metrics: `Server::metrics_addr`, `scrape`, `metric`;
 //! - a server in the test process with a handler of the test's own (inproc.rs):
 //!   `inproc::Loop` (`with`, `stall`, `stop`, `wait_ended`); Python's `websockets`
 //!   (python.rs): `python::python_venv`, `run_script`, `check_report`.
@@ -143,6 +143,22 @@ impl Server {
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = after.split_whitespace().collect();
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// The `--metrics-listen` endpoint's address, from the log (waits up to 5 s).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let mut addr = None;
+        let found = wait_until(Duration::from_secs(5), || {
+            addr = self.logs.lock().unwrap().iter().find_map(|l| {
+                l.split("metrics on http://")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            });
+            addr.is_some()
+        });
+        assert!(found, "no metrics address in the server's log");
+        addr.unwrap()
     }
 
     /// Open file descriptors of the server process.
