@@ -3,14 +3,12 @@
 //! a per-connection read deadline), each built, run on a free loopback port and talked
 //! to with tungstenite clients.
 
-use std::thread::sleep;
-use std::time::Duration;
 use tungstenite::Message;
-use tungstenite::protocol::frame::coding::CloseCode;
 
 mod common;
 use common::example::Example;
-use common::{Client, connect};
+use common::{Client, connect, read_close_code, upgraded};
+use std::time::Duration;
 
 /// The next text message (pings and pongs skipped; tungstenite answers pings).
 fn next_text(ws: &mut Client) -> String {
@@ -71,18 +69,21 @@ fn heartbeat_reports_round_trip_times_and_closes_the_silent() {
             .unwrap();
         assert!(ms >= 0.0, "{text}");
     }
-    // A client that stops answering pings (by not reading, tungstenite sends no pong)
-    // is closed by its 5 s read deadline.
-    let mut silent = connect(&ex.url);
-    sleep(Duration::from_secs(7));
-    let code = loop {
-        match silent.read() {
-            Ok(Message::Close(frame)) => break frame.map(|f| f.code),
-            Ok(_) => continue,
-            Err(e) => panic!("no close frame: {e}"),
-        }
-    };
-    assert_eq!(code, Some(CloseCode::Away));
+    // A client that never answers the pings (a raw socket that sends nothing) is
+    // closed by its 5 s read deadline, while one that answers is kept: read the
+    // answering one's reports (one a second) while the silent one waits.
+    let addr = ex.url["ws://".len()..]
+        .trim_end_matches("/ws")
+        .parse()
+        .unwrap();
+    let mut silent = upgraded(addr, "/ws");
+    for _ in 0..7 {
+        assert!(next_text(&mut ws).starts_with("rtt "));
+    }
+    silent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(read_close_code(&mut silent), Some(1001));
     // The other client is untouched.
     assert!(next_text(&mut ws).starts_with("rtt "));
 }

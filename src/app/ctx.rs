@@ -266,8 +266,10 @@ impl Ctx<'_> {
     }
 
     /// Sets `conn`'s ping interval and idle timeout (gorilla's per-connection read
-    /// deadline); None keeps the server's. The idle timeout must exceed the ping
-    /// interval, or the client is dropped before it is pinged.
+    /// deadline); None keeps the server's. An idle timeout longer than the ping
+    /// interval gives a silent client a ping first; one within it is a plain read
+    /// deadline — the server never pings, and a client silent that long is closed
+    /// with 1001 (for an application that pings on its own timer).
     pub fn set_heartbeat(
         &mut self,
         conn: ConnId,

@@ -13,7 +13,8 @@ pub(crate) enum Deadline {
     Handshake,
     /// Silent for `ping_interval`: send a Ping.
     Ping,
-    /// Silent for `idle_timeout` though pinged: close with 1001.
+    /// Silent for `idle_timeout` (pinged, or never to be pinged because the idle
+    /// timeout is not longer than the ping interval): close with 1001.
     Idle,
     /// Output pending, and none of it taken by the socket for `write_timeout`: drop
     /// (the peer stopped reading).
@@ -66,7 +67,9 @@ impl<S> Conn<S> {
         match self.phase {
             Phase::Handshake => Some((last_read + cfg.handshake_timeout, Deadline::Handshake)),
             Phase::Open => {
-                let read = if self.pinged() {
+                // An idle timeout within the ping interval is a plain read deadline (the
+                // application pings, or the client talks): no ping from us first.
+                let read = if self.pinged() || idle_timeout <= ping_interval {
                     (last_read + idle_timeout, Deadline::Idle)
                 } else {
                     (last_read + ping_interval, Deadline::Ping)
