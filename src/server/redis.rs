@@ -63,6 +63,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// Connect, read and write timeout of a Redis command: a Redis that hangs is treated
 /// as gone.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// An idle publisher checks its connection this often.
+const IDLE_PING: Duration = Duration::from_secs(1);
 /// Publishes sent to Redis in one pipeline at most.
 const BATCH: usize = 256;
 const MAGIC: &[u8; 4] = b"wsl1";
@@ -275,8 +277,15 @@ impl Publisher {
     ) -> redis::RedisResult<()> {
         let mut envelope = Vec::new();
         loop {
-            let Ok(first) = rx.recv() else {
-                return Ok(());
+            let first = match rx.recv_timeout(IDLE_PING) {
+                Ok(p) => p,
+                // An idle connection would learn only at the next publish that Redis
+                // went away, and lose that publish.
+                Err(RecvTimeoutError::Timeout) => {
+                    redis::cmd("PING").exec(conn)?;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
             let mut pipe = redis::pipe();
             let mut n = 0;
