@@ -63,12 +63,14 @@ const POLL: Duration = Duration::from_millis(20);
 /// Connect, read and write timeout of a Redis command: a Redis that hangs is treated
 /// as gone.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that served this long before it failed was healthy: reconnecting
+/// starts again from [`BACKOFF_MIN`].
+const HEALTHY: Duration = Duration::from_secs(1);
 /// An idle publisher checks its connection this often.
 const IDLE_PING: Duration = Duration::from_secs(1);
 /// Publishes sent to Redis in one pipeline at most.
 const BATCH: usize = 256;
 const MAGIC: &[u8; 4] = b"wsl1";
-const HEADER: usize = MAGIC.len() + 8 + 1;
 
 /// What the loop keeps of the bridge: the two ways out to its threads, and the
 /// state they report.
@@ -95,6 +97,7 @@ impl Status {
         self.subscriber_up.load(Ordering::Relaxed) && self.publisher_up.load(Ordering::Relaxed)
     }
 
+    /// The state now, for one scrape.
     pub(crate) fn snapshot(&self) -> BridgeGauges {
         BridgeGauges {
             connected: self.connected(),
@@ -162,6 +165,7 @@ impl Bridge {
         }
     }
 
+    /// What the threads report.
     pub(crate) fn status(&self) -> &Status {
         &self.status
     }
@@ -169,7 +173,8 @@ impl Bridge {
 
 /// A random id for this process's envelopes.
 fn process_id() -> [u8; 8] {
-    // RandomState is seeded from the OS's randomness, once per process.
+    // RandomState's keys come from the OS's randomness and differ at each call, so
+    // two servers in one process get two ids.
     let seed = std::collections::hash_map::RandomState::new();
     seed.hash_one((std::process::id(), Instant::now()))
         .to_le_bytes()
@@ -196,14 +201,25 @@ fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
     Ok(conn)
 }
 
-/// Logs a lost or failed connection once per outage, and counts the recovery.
+/// Logs a lost or failed connection once per outage, counts the recovery, and
+/// sets the backoff.
 struct Outage {
     what: &'static str,
     since: Option<Instant>,
 }
 
 impl Outage {
-    fn down(&mut self, e: &redis::RedisError, delay: Duration) {
+    fn new(what: &'static str) -> Outage {
+        Outage { what, since: None }
+    }
+
+    /// A connection made at `since` failed. One that had served a while starts the
+    /// backoff over; one that fails at once (Redis answering errors, say) backs off
+    /// further rather than spin.
+    fn down(&mut self, e: &redis::RedisError, since: Instant, delay: &mut Duration) {
+        if since.elapsed() >= HEALTHY {
+            *delay = BACKOFF_MIN;
+        }
         if self.since.is_none() {
             warn!(
                 "redis {}: {e}; reconnecting (backoff {delay:?} up to {BACKOFF_MAX:?})",
@@ -239,32 +255,27 @@ struct Publisher {
 impl Publisher {
     /// Publishes what the loop sends until the loop is gone.
     fn run(self, rx: &Receiver<(String, Message)>) {
-        let mut outage = Outage {
-            what: "publisher",
-            since: None,
-        };
+        let mut outage = Outage::new("publisher");
         let mut delay = BACKOFF_MIN;
         loop {
-            let mut conn = match connect(&self.client) {
-                Ok(c) => c,
-                Err(e) => {
-                    outage.down(&e, delay);
-                    // Publishes made while Redis is away are dropped, not sent late.
-                    let dropped = |_| self.status.drop_one();
-                    if !backoff(&mut delay, rx, dropped) {
+            match connect(&self.client) {
+                Ok(mut conn) => {
+                    outage.up(&self.status);
+                    self.status.publisher_up.store(true, Ordering::Relaxed);
+                    let since = Instant::now();
+                    let served = self.serve(&mut conn, rx);
+                    self.status.publisher_up.store(false, Ordering::Relaxed);
+                    let Err(e) = served else {
                         return;
-                    }
-                    continue;
+                    };
+                    outage.down(&e, since, &mut delay);
                 }
-            };
-            outage.up(&self.status);
-            self.status.publisher_up.store(true, Ordering::Relaxed);
-            delay = BACKOFF_MIN;
-            let Err(e) = self.serve(&mut conn, rx) else {
+                Err(e) => outage.down(&e, Instant::now(), &mut delay),
+            }
+            // Publishes made while Redis is away are dropped, not sent late.
+            if !backoff(&mut delay, rx, |_| self.status.drop_one()) {
                 return;
-            };
-            self.status.publisher_up.store(false, Ordering::Relaxed);
-            outage.down(&e, delay);
+            }
         }
     }
 
@@ -340,31 +351,25 @@ impl From<redis::RedisError> for End {
 
 impl Subscriber {
     fn run(mut self, changes: &Receiver<Change>) {
-        let mut outage = Outage {
-            what: "subscriber",
-            since: None,
-        };
+        let mut outage = Outage::new("subscriber");
         let mut delay = BACKOFF_MIN;
         loop {
-            let mut conn = match connect(&self.client) {
-                Ok(c) => c,
-                Err(e) => {
-                    outage.down(&e, delay);
-                    let wanted = &mut self.wanted;
-                    if !backoff(&mut delay, changes, |c| apply(wanted, c)) {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            outage.up(&self.status);
-            delay = BACKOFF_MIN;
-            match self.serve(&mut conn, changes) {
-                Ok(()) | Err(End::Gone) => return,
-                Err(End::Lost(e)) => {
+            match connect(&self.client) {
+                Ok(mut conn) => {
+                    outage.up(&self.status);
+                    let since = Instant::now();
+                    let served = self.serve(&mut conn, changes);
                     self.status.subscriber_up.store(false, Ordering::Relaxed);
-                    outage.down(&e, delay);
+                    match served {
+                        Ok(()) | Err(End::Gone) => return,
+                        Err(End::Lost(e)) => outage.down(&e, since, &mut delay),
+                    }
                 }
+                Err(e) => outage.down(&e, Instant::now(), &mut delay),
+            }
+            let wanted = &mut self.wanted;
+            if !backoff(&mut delay, changes, |c| apply(wanted, c)) {
+                return;
             }
         }
     }
@@ -497,9 +502,6 @@ fn topic_of(change: &Change) -> &str {
 
 /// Splits an envelope into the sender's id, the kind and the payload.
 fn open(raw: &[u8]) -> Option<([u8; 8], u8, &[u8])> {
-    if raw.len() < HEADER {
-        return None;
-    }
     let rest = raw.strip_prefix(MAGIC)?;
     let (id, rest) = rest.split_first_chunk::<8>()?;
     let (&kind, payload) = rest.split_first()?;
@@ -515,11 +517,11 @@ mod tests {
         let mut e = MAGIC.to_vec();
         e.extend_from_slice(&[7; 8]);
         e.push(b't');
-        assert_eq!(e.len(), HEADER);
         assert_eq!(open(&e), Some(([7; 8], b't', &b""[..])));
+        assert_eq!(open(&e[..12]), None);
         e.extend_from_slice(b"hi");
         assert_eq!(open(&e), Some(([7; 8], b't', &b"hi"[..])));
-        e[HEADER - 1] = b'x';
+        e[12] = b'x';
         assert_eq!(open(&e), None);
         assert_eq!(open(b"wsl1short"), None);
         assert_eq!(open(b"hello world, not ours"), None);
