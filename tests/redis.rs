@@ -337,3 +337,35 @@ fn binary_flag() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid configuration: redis URL"), "{err}");
 }
+
+/// A Redis that refuses our commands (it wants a password we do not give): the
+/// bridge keeps retrying with backoff and reports itself disconnected, publishes to
+/// Redis are dropped and counted, and local delivery goes on untouched.
+#[test]
+fn redis_answering_errors() {
+    let redis = Redis::start_with(&["--requirepass", "secret"]);
+    let lp = serve(&redis, 1 << 20);
+    let mut publisher = join(&lp, "topic=e&listen=0");
+    let mut sub = join(&lp, "topic=e");
+    for i in 0..50 {
+        publisher.send(Message::text(i.to_string())).unwrap();
+    }
+    for i in 0..50 {
+        assert_eq!(next_text(&mut sub), i.to_string());
+    }
+    wait_until(WITHIN, || gauge(&lp, "wsloop_redis_dropped_total") > 0);
+    assert!(
+        gauge(&lp, "wsloop_redis_dropped_total") > 0,
+        "nothing dropped"
+    );
+    assert_eq!(gauge(&lp, "wsloop_redis_connected"), 0);
+    // With the password, a second server gets through.
+    let cfg = Config {
+        redis: Some(format!("redis://:secret@127.0.0.1:{}", redis.port)),
+        metrics_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::default()
+    };
+    let authed = Loop::start(cfg, Relay::default());
+    wait_metric(&authed, "wsloop_redis_connected", 1);
+    assert!(!lp.ended());
+}

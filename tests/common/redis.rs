@@ -2,6 +2,7 @@
 //! apt-get when it is not on PATH, run on a free loopback port without persistence,
 //! killed (by its PID) when dropped. `restart` brings it back on the same port.
 
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -55,17 +56,28 @@ fn on_path(name: &str) -> Option<PathBuf> {
 /// A `redis-server` of the test's own.
 pub struct Redis {
     pub port: u16,
+    /// More `redis-server` options (e.g. `--requirepass`).
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     /// Starts one on a free loopback port.
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// Like `start`, with more `redis-server` options.
+    pub fn start_with(args: &[&str]) -> Redis {
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let mut r = Redis { port, child: None };
+        let mut r = Redis {
+            port,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
         r.restart();
         r
     }
@@ -89,15 +101,23 @@ impl Redis {
         let child = Command::new(redis_server_exe())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
+        // Any answer to PING will do (-NOAUTH too): the server is serving.
         let up = super::wait_until(Duration::from_secs(10), || {
-            TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_ok()
-                && self.connection().is_ok()
+            let Ok(mut s) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) else {
+                return false;
+            };
+            let mut answer = [0u8; 1];
+            s.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+                && s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut answer).is_ok()
+                && matches!(&answer, b"+" | b"-")
         });
         assert!(up, "redis-server did not answer on port {}", self.port);
     }
