@@ -147,7 +147,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             topics: Topics::default(),
             codec: Codec::new(cfg.compression),
             topic_changes: Vec::new(),
-            bridged: None,
+            bridged: cfg.redis.as_ref().map(|_| Vec::new()),
             revisit: Vec::new(),
             dirty: Vec::new(),
             expired: Vec::new(),

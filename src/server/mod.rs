@@ -151,19 +151,10 @@ impl<H: Handler> Server<H> {
         let metrics = cfg.metrics_listen.map(Endpoint::bind).transpose()?;
         let inbox = sender::Shared::new(cfg.sender_queue, cfg.max_topic_len);
         #[cfg(feature = "redis")]
-        let bridge = match &cfg.redis {
-            Some(url) => Some(
-                redis::Bridge::start(url, inbox.sender(), cfg.max_message)
-                    .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?,
-            ),
-            None => None,
-        };
-        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
-        let mut driver = Driver::new(cfg, handler, Instant::now());
-        #[cfg(feature = "redis")]
-        if bridge.is_some() {
-            driver.bridged = Some(Vec::new());
-        }
+        let bridge = (cfg.redis.as_deref())
+            .map(|url| redis::Bridge::start(url, inbox.sender(), cfg.max_message))
+            .transpose()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         Ok(Server {
             listener: Some(listener),
             local_addr,
@@ -171,7 +162,7 @@ impl<H: Handler> Server<H> {
             app_waker: None,
             #[cfg(feature = "redis")]
             bridge,
-            driver,
+            driver: Driver::new(cfg, handler, Instant::now()),
             token_base: 0,
             paused: None,
             warned_fd_limit: false,
