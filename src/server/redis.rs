@@ -34,7 +34,14 @@
 //!
 //! `wsl1`, the publishing process's 8-byte id, `t` (text) or `b` (binary), the
 //! payload. Anything else on a subscribed channel, a text payload that is not UTF-8,
-//! or a payload over `max_message`, is dropped (debug log, counted).
+//! or a payload over `max_message`, is dropped (debug log, counted). The client reads
+//! a message whole before it is checked; Redis's own pub/sub output-buffer limit (32
+//! MiB by default) bounds it. Channels are global in Redis (every database sees
+//! them): give wsloop a Redis of its own, or topic names nobody else publishes to.
+//!
+//! Subscription changes reach the subscriber thread through an unbounded channel
+//! that it drains every [`POLL`] (every [`DELIVER_PATIENCE`] at worst, while the loop
+//! refuses deliveries): it holds no more than the topics' churn meanwhile.
 
 use super::metrics::BridgeGauges;
 use super::topics::Change;
