@@ -1,64 +1,86 @@
-//! A chat room on the [`Handler`] API: a model for building a protocol of your own.
+//! Chat rooms on topics: a model for building a protocol of your own.
 //!
 //! ```text
-//! cargo run --example chat -- [ADDR]    # default 127.0.0.1:8080
+//! cargo run --example chat -- [ADDR] [--redis redis://HOST:PORT]    # default 127.0.0.1:8080
 //! ```
 //! It prints `listening on ws://ADDR/ws` and runs until SIGINT/SIGTERM, then closes the
-//! members gracefully. The protocol, all in text messages:
+//! members gracefully. Two processes share their rooms through Redis — in two
+//! terminals, then talk to either (e.g. `websocat 'ws://127.0.0.1:8081/ws?name=bob'`):
 //!
-//! * A member's name comes from the query string (`ws://ADDR/ws?name=alice`, percent
-//!   decoding applied) or else an `X-Chat-Name` request header; without either it is
-//!   `guest-N`. Names are cut to 32 characters, control characters dropped.
-//! * On joining, the others get `* alice joined`.
-//! * A text message `hi` from alice reaches every other member as `alice: hi`; the
-//!   sender gets nothing back.
+//! ```text
+//! cargo run --features redis --example chat -- 127.0.0.1:8081 --redis redis://127.0.0.1:6379
+//! cargo run --features redis --example chat -- 127.0.0.1:8082 --redis redis://127.0.0.1:6379
+//! ```
+//!
+//! The protocol, all in text messages:
+//!
+//! * `ws://ADDR/ws?name=alice&room=lobby` joins room `lobby` (the default) as alice
+//!   (percent decoding applied). Without a `name`, an `X-Chat-Name` request header, or
+//!   else `guest-N`. Names and rooms are cut to 32 characters, control characters dropped.
+//! * A text message `hi` from alice reaches every member of her room, alice included,
+//!   as `alice: hi`, in the order the server took them.
+//! * Joins and leaves are announced in batches, at most one line per kind every
+//!   100 ms per room: `* alice, bob joined`, `* carol left` (past five names,
+//!   `* a, b, c, d, e and 7 more joined`). A newcomer sees its own name in one.
 //! * A binary message is refused: the sender is closed with 1003 ("text only").
-//! * On leaving (close, error, timeout or disconnect), the others get `* alice left`.
 //!
-//! # Slow members
+//! # Why topics
 //!
-//! The handler does not buffer per member and never waits on one: each broadcast is one
-//! [`Ctx::send`] per member, and a member that reads slowly is the server's business.
-//! Its unsent output stays in that connection's own buffer; while that holds more than
-//! [`Config::max_pending_output`](wsloop::Config::max_pending_output), the server stops
-//! reading from it, and output that stays unsent for
-//! [`Config::write_timeout`](wsloop::Config::write_timeout) closes it, which ends in
-//! `on_close` here like any other leave. The other members are never held up.
-//!
-//! # Ids
-//!
-//! [`ConnId`]s are reused after `on_close`, so the room forgets a member there and keys
-//! nothing by id beyond that point.
+//! A room is a topic: a line is published once, framed once, and shared by every
+//! member's output queue; with `--redis` it reaches the members in other processes
+//! too. Announcing each join to everyone would cost a room of N members N² messages
+//! as it fills; batches keep it to one line per 100 ms. A member that reads slowly is
+//! the server's business (`max_pending_output`, `write_timeout`); the others are never
+//! held up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, ErrorKind};
-use wsloop::{Close, Config, ConnId, Ctx, Handler, Message, Request, Server};
+use std::time::Duration;
+use wsloop::{Close, Config, ConnId, Ctx, Handler, Message, Request, Server, Timer};
 
-/// Longest name kept, in characters.
+/// Longest name or room kept, in characters.
 const MAX_NAME: usize = 32;
+/// Joins and leaves are gathered this long before they are announced.
+const NOTICE_EVERY: Duration = Duration::from_millis(100);
+/// Names listed in one notice; the rest are counted.
+const NOTICE_NAMES: usize = 5;
 
-/// The room: every open connection is a member.
+/// A member: who, and in which room.
+struct Member {
+    name: String,
+    room: String,
+}
+
+/// Joins and leaves not announced yet, per room.
 #[derive(Default)]
-struct Room {
-    members: BTreeMap<ConnId, String>,
+struct Pending {
+    joined: Vec<String>,
+    left: Vec<String>,
+}
+
+#[derive(Default)]
+struct Chat {
+    members: HashMap<ConnId, Member>,
+    pending: BTreeMap<String, Pending>,
     /// Numbers the `guest-N` names; never reused, unlike connection ids.
     guests: u64,
 }
 
-impl Room {
-    /// Sends `text` to every member but `except`; the message is built once and cloned
-    /// (a reference-counted copy) for each member.
-    fn broadcast(&self, ctx: &mut Ctx, except: ConnId, text: String) {
-        let msg = Message::text(text);
-        for &id in self.members.keys().filter(|&&id| id != except) {
-            let _ = ctx.send(id, msg.clone());
+impl Chat {
+    /// Queues a join or leave notice; the first one arms the timer that sends them.
+    fn notice(&mut self, ctx: &mut Ctx, member: &Member, joined: bool) {
+        if self.pending.is_empty() {
+            let _ = ctx.set_timer(Timer::new(0), NOTICE_EVERY);
         }
+        let p = self.pending.entry(member.room.clone()).or_default();
+        let names = if joined { &mut p.joined } else { &mut p.left };
+        names.push(member.name.clone());
     }
 
     fn name_for(&mut self, request: &Request) -> String {
         let asked = query_param(&request.path, "name")
             .or_else(|| request.header("X-Chat-Name").map(str::to_string))
-            .map(|n| clean_name(&n))
+            .map(|n| clean(&n))
             .filter(|n| !n.is_empty());
         asked.unwrap_or_else(|| {
             self.guests += 1;
@@ -67,21 +89,33 @@ impl Room {
     }
 }
 
-impl Handler for Room {
+impl Handler for Chat {
     fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, request: &Request) {
-        let name = self.name_for(request);
-        self.broadcast(ctx, conn, format!("* {name} joined"));
-        self.members.insert(conn, name);
+        let room = query_param(&request.path, "room").map_or_else(String::new, |r| clean(&r));
+        let member = Member {
+            name: self.name_for(request),
+            room: if room.is_empty() {
+                "lobby".into()
+            } else {
+                room
+            },
+        };
+        if ctx.subscribe(conn, &member.room).is_err() {
+            let _ = ctx.close(conn, 1011, "cannot join");
+            return;
+        }
+        self.notice(ctx, &member, true);
+        self.members.insert(conn, member);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message) {
-        let Some(name) = self.members.get(&conn) else {
+        let Some(m) = self.members.get(&conn) else {
             return;
         };
         match msg {
             Message::Text(text) => {
-                let line = format!("{name}: {}", text.as_str());
-                self.broadcast(ctx, conn, line);
+                let line = format!("{}: {}", m.name, text.as_str());
+                let _ = ctx.publish(&m.room, Message::text(line));
             }
             // The server answers pings itself; only binary reaches here besides text.
             _ => {
@@ -90,11 +124,32 @@ impl Handler for Room {
         }
     }
 
-    fn on_close(&mut self, ctx: &mut Ctx, conn: ConnId, _close: &Close) {
-        if let Some(name) = self.members.remove(&conn) {
-            self.broadcast(ctx, conn, format!("* {name} left"));
+    fn on_timer(&mut self, ctx: &mut Ctx, _timer: Timer) {
+        for (room, p) in std::mem::take(&mut self.pending) {
+            for (names, verb) in [(p.joined, "joined"), (p.left, "left")] {
+                if !names.is_empty() {
+                    let _ = ctx.publish(&room, Message::text(announce(&names, verb)));
+                }
+            }
         }
     }
+
+    fn on_close(&mut self, ctx: &mut Ctx, conn: ConnId, _close: &Close) {
+        // The server ends its subscription; the id may be reused after this.
+        if let Some(member) = self.members.remove(&conn) {
+            self.notice(ctx, &member, false);
+        }
+    }
+}
+
+/// `* a, b and 3 more joined`.
+fn announce(names: &[String], verb: &str) -> String {
+    let shown = names.len().min(NOTICE_NAMES);
+    let mut line = format!("* {}", names[..shown].join(", "));
+    if names.len() > shown {
+        line += &format!(" and {} more", names.len() - shown);
+    }
+    format!("{line} {verb}")
 }
 
 /// The first value of `key` in the query string of `target`, percent-decoded.
@@ -131,7 +186,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Drops control characters, trims, and keeps at most [`MAX_NAME`] characters.
-fn clean_name(raw: &str) -> String {
+fn clean(raw: &str) -> String {
     let kept: String = raw
         .chars()
         .filter(|c| !c.is_control())
@@ -141,13 +196,18 @@ fn clean_name(raw: &str) -> String {
 }
 
 fn main() -> io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let addr = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-    let server = Server::bind(addr, Config::default(), Room::default())?;
+    let bad = |what: String| io::Error::new(ErrorKind::InvalidInput, what);
+    let mut cfg = Config::default();
+    let mut addr = "127.0.0.1:8080".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--redis" => cfg.redis = Some(args.next().ok_or_else(|| bad("--redis URL".into()))?),
+            _ => addr = arg,
+        }
+    }
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| bad(format!("{addr}: {e}")))?;
+    let server = Server::bind(addr, cfg, Chat::default())?;
     println!(
         "listening on ws://{}{}",
         server.local_addr(),
@@ -180,7 +240,17 @@ mod tests {
 
     #[test]
     fn names_are_cleaned() {
-        assert_eq!(clean_name("  bob\n\u{7}  "), "bob");
-        assert_eq!(clean_name(&"x".repeat(100)).len(), MAX_NAME);
+        assert_eq!(clean("  bob\n\u{7}  "), "bob");
+        assert_eq!(clean(&"x".repeat(100)).len(), MAX_NAME);
+    }
+
+    #[test]
+    fn notices() {
+        let names: Vec<String> = (1..=7).map(|i| format!("m{i}")).collect();
+        assert_eq!(announce(&names[..2], "joined"), "* m1, m2 joined");
+        assert_eq!(
+            announce(&names, "left"),
+            "* m1, m2, m3, m4, m5 and 2 more left"
+        );
     }
 }

@@ -90,6 +90,10 @@ struct Cli {
     /// zlib compression level, 1 (fastest) to 9 (smallest).
     #[arg(long, value_name = "N", default_value_t = 6)]
     compression_level: u8,
+    /// Bridge topics to other wsloop processes through Redis pub/sub at this URL
+    /// (redis://HOST:PORT; needs the redis feature) [default: off].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
     /// error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
@@ -134,6 +138,7 @@ impl Cli {
             max_topic_len: defaults.max_topic_len,
             max_subscriptions: defaults.max_subscriptions,
             sender_queue: defaults.sender_queue,
+            redis: self.redis,
             #[cfg(feature = "tls")]
             tls: None,
         }

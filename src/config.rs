@@ -71,6 +71,11 @@ pub struct Config {
     /// Requests a [`Sender`](crate::Sender) may queue for the loop; more are refused
     /// with [`SendError::Full`](crate::SendError::Full).
     pub sender_queue: usize,
+    /// Bridge topics to every process connected to this Redis (`redis://HOST:PORT`,
+    /// needs the `redis` feature): a topic is a Redis pub/sub channel of the same
+    /// name, delivered at most once. `None` (the default): topics stay in this
+    /// process.
+    pub redis: Option<String>,
     /// Serve wss:// with this rustls configuration (see `wsloop::tls::load_server_config`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -107,6 +112,7 @@ impl Default for Config {
             max_subscriptions: 1024,
             compression: DeflateConfig::new(default_compression()),
             sender_queue: 16_384,
+            redis: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -186,6 +192,9 @@ impl Config {
         if self.sender_queue == 0 {
             return err("sender queue must hold at least 1 request".into());
         }
+        if let Some(url) = &self.redis {
+            check_redis_url(url).map_err(ConfigError)?;
+        }
         if self.max_connections_per_ip == Some(0) {
             return err("max connections per ip must be at least 1".into());
         }
@@ -232,6 +241,29 @@ impl Config {
     }
 }
 
+/// Whether the Redis bridge can use `url`.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    #[cfg(feature = "redis")]
+    return redis::Client::open(url)
+        .map(drop)
+        .map_err(|e| format!("redis URL {:?}: {e}", redact(url)));
+    #[cfg(not(feature = "redis"))]
+    Err(format!(
+        "redis {} needs the redis feature, which this build leaves out",
+        redact(url)
+    ))
+}
+
+/// `url` without a password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***{}", &url[..scheme], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Whether `b` may appear in an HTTP token (RFC 9110 §5.6.2).
 pub(crate) fn is_token_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -273,7 +305,7 @@ impl fmt::Display for Config {
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
              write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} metrics={} tls={} \
-             compression={} compression_threshold={} compression_level={}",
+             compression={} compression_threshold={} compression_level={} redis={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -298,6 +330,7 @@ impl fmt::Display for Config {
             self.compression.mode,
             show_size(self.compression.threshold),
             self.compression.level,
+            self.redis.as_deref().map_or_else(|| "off".into(), redact),
         )
     }
 }
@@ -320,6 +353,29 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn redis_url() {
+        let with = |url: &str| Config {
+            redis: Some(url.into()),
+            ..Config::default()
+        };
+        let good = with("redis://127.0.0.1:6379");
+        assert_eq!(good.validate().is_ok(), cfg!(feature = "redis"));
+        assert!(with("http://127.0.0.1:6379").validate().is_err());
+        assert!(with("not a url").validate().is_err());
+        let secret = with("redis://user:hunter2@127.0.0.1:6379");
+        assert!(format!("{secret}").contains(" redis=redis://***@127.0.0.1:6379"));
+        assert!(
+            !secret
+                .validate()
+                .map_err(|e| e.0)
+                .err()
+                .unwrap_or_default()
+                .contains("hunter2")
+        );
+        assert!(format!("{}", Config::default()).ends_with(" redis=off"));
     }
 
     /// The frame limit follows the message limit unless set, and may only be lower.

@@ -1,5 +1,5 @@
 //! examples/chat.rs end to end: build the example, run it on a free loopback port and
-//! talk to it with tungstenite clients.
+//! talk to it with tungstenite clients. (Across processes through Redis: tests/redis.rs.)
 
 use tungstenite::Message;
 use tungstenite::client::IntoClientRequest;
@@ -33,6 +33,13 @@ fn next(ws: &mut Client) -> Message {
     }
 }
 
+/// Joins and waits for the room to announce it: everyone after this call is a member.
+fn enter(ex: &Example, query: &str, name: &str) -> Client {
+    let mut ws = join(ex, query);
+    expect(&mut ws, &format!("* {name} joined"));
+    ws
+}
+
 /// Expects the next message to be the text `want`.
 fn expect(ws: &mut Client, want: &str) {
     match next(ws) {
@@ -46,41 +53,63 @@ fn say(ws: &mut Client, text: &str) {
 }
 
 #[test]
-fn messages_reach_the_others_not_the_sender() {
+fn messages_reach_every_member_sender_included() {
     let ex = Example::start("chat");
-    let mut alice = join(&ex, "?name=alice");
-    let mut bob = join(&ex, "?name=bob");
+    let mut alice = enter(&ex, "?name=alice", "alice");
+    let mut bob = enter(&ex, "?name=bob", "bob");
     expect(&mut alice, "* bob joined");
     let mut carol = join_with_header(&ex, "carol");
-    expect(&mut alice, "* carol joined");
-    expect(&mut bob, "* carol joined");
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        expect(ws, "* carol joined");
+    }
 
+    // One line, the same order for everyone: the room is one topic.
     say(&mut alice, "hello");
-    expect(&mut bob, "alice: hello");
-    expect(&mut carol, "alice: hello");
-
-    // The server handles messages in order on one thread: had alice been sent her own
-    // line, it would come before bob's, which was sent after bob received hers.
     say(&mut bob, "hi all");
-    expect(&mut alice, "bob: hi all");
-    expect(&mut carol, "bob: hi all");
-
     say(&mut carol, "yo");
-    expect(&mut alice, "carol: yo");
-    expect(&mut bob, "carol: yo");
-
+    let seen: Vec<Vec<String>> = [&mut alice, &mut bob, &mut carol]
+        .into_iter()
+        .map(|ws| {
+            (0..3)
+                .map(|_| match next(ws) {
+                    Message::Text(t) => t.to_string(),
+                    other => panic!("expected a line, got {other:?}"),
+                })
+                .collect()
+        })
+        .collect();
+    assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+    let mut lines = seen[0].clone();
+    lines.sort();
+    assert_eq!(lines, ["alice: hello", "bob: hi all", "carol: yo"]);
     say(&mut alice, "bye");
-    expect(&mut bob, "alice: bye");
-    expect(&mut carol, "alice: bye");
+    for ws in [&mut alice, &mut bob, &mut carol] {
+        expect(ws, "alice: bye");
+    }
+}
+
+#[test]
+fn rooms_are_separate() {
+    let ex = Example::start("chat");
+    let mut alice = enter(&ex, "?name=alice&room=a", "alice");
+    let mut bob = enter(&ex, "?name=bob&room=b", "bob");
+    let mut ann = enter(&ex, "?name=ann&room=a", "ann");
+    expect(&mut alice, "* ann joined");
+    say(&mut bob, "anyone?");
+    expect(&mut bob, "bob: anyone?");
+    say(&mut ann, "hi alice");
+    // Room a's next line is ann's: bob's never came.
+    expect(&mut alice, "ann: hi alice");
+    expect(&mut ann, "ann: hi alice");
 }
 
 #[test]
 fn departed_members_are_removed() {
     let ex = Example::start("chat");
-    let mut alice = join(&ex, "?name=alice");
-    let mut bob = join(&ex, "?name=bob");
+    let mut alice = enter(&ex, "?name=alice", "alice");
+    let mut bob = enter(&ex, "?name=bob", "bob");
     expect(&mut alice, "* bob joined");
-    let carol = join(&ex, "?name=carol");
+    let carol = enter(&ex, "?name=carol", "carol");
     expect(&mut alice, "* carol joined");
     expect(&mut bob, "* carol joined");
 
@@ -90,6 +119,7 @@ fn departed_members_are_removed() {
     expect(&mut bob, "* carol left");
     say(&mut alice, "still here?");
     expect(&mut bob, "alice: still here?");
+    expect(&mut alice, "alice: still here?");
 
     // bob leaves properly.
     bob.close(None).expect("close");
@@ -103,19 +133,20 @@ fn departed_members_are_removed() {
     expect(&mut alice, "* bob left");
 
     // A newcomer may get a departed member's id; the room works on.
-    let mut dave = join(&ex, "?name=dave");
+    let mut dave = enter(&ex, "?name=dave", "dave");
     expect(&mut alice, "* dave joined");
     say(&mut dave, "hi");
     expect(&mut alice, "dave: hi");
     say(&mut alice, "welcome");
+    expect(&mut dave, "dave: hi");
     expect(&mut dave, "alice: welcome");
 }
 
 #[test]
 fn binary_is_refused_with_1003() {
     let ex = Example::start("chat");
-    let mut alice = join(&ex, "?name=alice");
-    let mut bob = join(&ex, "?name=bob");
+    let mut alice = enter(&ex, "?name=alice", "alice");
+    let mut bob = enter(&ex, "?name=bob", "bob");
     expect(&mut alice, "* bob joined");
 
     bob.send(Message::binary(vec![1u8, 2, 3])).expect("send");
@@ -129,7 +160,7 @@ fn binary_is_refused_with_1003() {
     }
     // Nothing of the binary message reached alice; bob's leaving did.
     expect(&mut alice, "* bob left");
-    let mut carol = join(&ex, "?name=carol");
+    let mut carol = enter(&ex, "?name=carol", "carol");
     expect(&mut alice, "* carol joined");
     say(&mut carol, "hi");
     expect(&mut alice, "carol: hi");
@@ -138,7 +169,7 @@ fn binary_is_refused_with_1003() {
 #[test]
 fn names_from_query_header_or_guest() {
     let ex = Example::start("chat");
-    let mut watcher = join(&ex, "?name=watcher");
+    let mut watcher = enter(&ex, "?name=watcher", "watcher");
     let _a = join(&ex, "");
     expect(&mut watcher, "* guest-1 joined");
     let _b = join(&ex, "?name=J%C3%BCrgen+K");
@@ -155,4 +186,56 @@ fn names_from_query_header_or_guest() {
     expect(&mut watcher, "* quinn joined");
     let _e = join(&ex, "?name=");
     expect(&mut watcher, "* guest-2 joined");
+}
+
+/// How many members a notice line announces: `* a, b and 3 more joined` is 5.
+fn announced(line: &str, verb: &str) -> usize {
+    let names = line
+        .strip_prefix("* ")
+        .and_then(|l| l.strip_suffix(&format!(" {verb}")))
+        .unwrap_or_else(|| panic!("not a {verb} notice: {line:?}"));
+    match names.split_once(" and ") {
+        Some((listed, more)) => {
+            let more = more.strip_suffix(" more").expect("`and N more`");
+            listed.split(", ").count() + more.parse::<usize>().expect("a count")
+        }
+        None => names.split(", ").count(),
+    }
+}
+
+/// A crowd joining at once is announced in a few lines, not one per member (which
+/// would be quadratic as a room fills); every member is counted once.
+#[test]
+fn joins_are_announced_in_batches() {
+    const CROWD: usize = 40;
+    let ex = Example::start("chat");
+    let mut watcher = enter(&ex, "?name=watcher", "watcher");
+    let crowd: Vec<Client> = std::thread::scope(|s| {
+        let joins: Vec<_> = (0..CROWD)
+            .map(|i| {
+                let ex = &ex;
+                s.spawn(move || join(ex, &format!("?name=m{i}")))
+            })
+            .collect();
+        joins.into_iter().map(|j| j.join().unwrap()).collect()
+    });
+    let (mut counted, mut lines) = (0, 0);
+    while counted < CROWD {
+        match next(&mut watcher) {
+            Message::Text(t) => counted += announced(&t, "joined"),
+            other => panic!("expected a notice, got {other:?}"),
+        }
+        lines += 1;
+    }
+    assert_eq!(counted, CROWD);
+    assert!(lines < CROWD, "{CROWD} joins took {lines} notices");
+    drop(crowd);
+    let mut left = 0;
+    while left < CROWD {
+        match next(&mut watcher) {
+            Message::Text(t) => left += announced(&t, "left"),
+            other => panic!("expected a notice, got {other:?}"),
+        }
+    }
+    assert_eq!(left, CROWD);
 }

@@ -71,6 +71,13 @@ pub(crate) enum Command {
         topic: String,
         msg: Message,
     },
+    /// A message another process published, from the Redis bridge: for local
+    /// subscribers only.
+    #[cfg(feature = "redis")]
+    Deliver {
+        topic: String,
+        msg: Message,
+    },
 }
 
 /// The limits on topics a `Ctx` checks before queuing.

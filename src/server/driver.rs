@@ -111,6 +111,8 @@ pub(crate) struct Driver<S, H> {
     codec: Codec,
     /// Topics that gained their first or lost their last subscriber, for a bridge.
     pub(crate) topic_changes: Vec<Change>,
+    /// Local publishes, kept for a bridge to other processes when there is one.
+    pub(crate) bridged: Option<Vec<(String, Message)>>,
     /// Connections with input left to read without a new readiness edge.
     revisit: Vec<usize>,
     /// Connections that got output from commands and wait for their flush.
@@ -145,6 +147,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             topics: Topics::default(),
             codec: Codec::new(cfg.compression),
             topic_changes: Vec::new(),
+            bridged: cfg.redis.as_ref().map(|_| Vec::new()),
             revisit: Vec::new(),
             dirty: Vec::new(),
             expired: Vec::new(),
@@ -449,7 +452,15 @@ impl<S: Transport, H: Handler> Driver<S, H> {
                     self.mark_dirty(key, effects);
                 }
             }
-            Command::Publish { topic, msg } => self.publish(&topic, msg, now),
+            Command::Publish { topic, msg } => {
+                if let Some(out) = self.bridged.as_mut() {
+                    // To other processes at the end of the turn; here at once.
+                    out.push((topic.clone(), msg.clone()));
+                }
+                self.publish(&topic, msg, now);
+            }
+            #[cfg(feature = "redis")]
+            Command::Deliver { topic, msg } => self.publish(&topic, msg, now),
             Command::Subscribe(id, topic) => {
                 if self.ids.is_open(id)
                     && self

@@ -60,6 +60,18 @@ pub(crate) struct Gauges {
     pub(crate) subscriptions: usize,
     pub(crate) compression: CompressionStats,
     pub(crate) compression_windows: usize,
+    /// The Redis bridge, when there is one.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<BridgeGauges>,
+}
+
+/// What the Redis bridge reports.
+#[cfg(feature = "redis")]
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct BridgeGauges {
+    pub(crate) connected: bool,
+    pub(crate) reconnects: u64,
+    pub(crate) dropped: u64,
 }
 
 /// Deadline closes by kind.
@@ -256,6 +268,27 @@ impl Stats {
             "Largest unsent output any connection had.",
             &one(self.pending_output_high_water),
         );
+        #[cfg(feature = "redis")]
+        if let Some(r) = gauges.redis {
+            metric(
+                "redis_connected",
+                "gauge",
+                "1 while both Redis bridge connections (publish, subscribe) are up.",
+                &one(u64::from(r.connected)),
+            );
+            metric(
+                "redis_reconnects_total",
+                "counter",
+                "Redis bridge connections made again after a failure.",
+                &one(r.reconnects),
+            );
+            metric(
+                "redis_dropped_total",
+                "counter",
+                "Bridged messages dropped: Redis away, queue full, malformed or oversized.",
+                &one(r.dropped),
+            );
+        }
         o
     }
 }

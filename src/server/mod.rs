@@ -6,6 +6,8 @@ mod app_timers;
 mod drain;
 mod driver;
 pub mod metrics;
+#[cfg(feature = "redis")]
+mod redis;
 pub(crate) mod timer;
 pub(crate) mod topics;
 
@@ -133,6 +135,9 @@ pub struct Server<H> {
     inbox: Arc<sender::Shared>,
     /// The waker the application brought, if any.
     app_waker: Option<Arc<mio::Waker>>,
+    /// Topics to and from other processes (`Config::redis`).
+    #[cfg(feature = "redis")]
+    bridge: Option<redis::Bridge>,
 }
 
 impl<H: Handler> Server<H> {
@@ -144,11 +149,19 @@ impl<H: Handler> Server<H> {
         let listener = Listener::bind(&addr.to_listen_addr()?, cfg.reuse_port)?;
         let local_addr = listener.local_addr()?;
         let metrics = cfg.metrics_listen.map(Endpoint::bind).transpose()?;
+        let inbox = sender::Shared::new(cfg.sender_queue, cfg.max_topic_len);
+        #[cfg(feature = "redis")]
+        let bridge = (cfg.redis.as_deref())
+            .map(|url| redis::Bridge::start(url, inbox.sender(), cfg.max_message))
+            .transpose()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         Ok(Server {
             listener: Some(listener),
             local_addr,
-            inbox: sender::Shared::new(cfg.sender_queue, cfg.max_topic_len),
+            inbox,
             app_waker: None,
+            #[cfg(feature = "redis")]
+            bridge,
             driver: Driver::new(cfg, handler, Instant::now()),
             token_base: 0,
             paused: None,
@@ -323,6 +336,7 @@ impl<H: Handler> Server<H> {
         }
         self.other_timers = others;
         self.driver.end_turn(registry, now);
+        self.forward_to_bridge();
         if let Some(how) = self.driver.shutdown_request.take() {
             self.shutdown(registry, now, how);
         }
@@ -349,6 +363,16 @@ impl<H: Handler> Server<H> {
         }
         self.driver
             .shutdown(registry, now, how.code, &how.reason, how.drain);
+    }
+
+    /// Hands the turn's local publishes and topic changes to the Redis bridge, if
+    /// any (it never blocks); without one the changes are not needed.
+    fn forward_to_bridge(&mut self) {
+        #[cfg(feature = "redis")]
+        if let (Some(bridge), Some(out)) = (&self.bridge, self.driver.bridged.as_mut()) {
+            bridge.forward(out, &mut self.driver.topic_changes);
+        }
+        self.driver.topic_changes.clear();
     }
 
     /// Moves what `Sender`s queued into the loop, a bounded number per turn.
@@ -523,6 +547,8 @@ impl<H: Handler> Server<H> {
             sender_queued,
             sender_rejected,
             app_timers: self.driver.app_timers(),
+            #[cfg(feature = "redis")]
+            redis: self.bridge.as_ref().map(|b| b.status().snapshot()),
         };
         let stats = &self.driver.stats;
         let Some(m) = self.metrics.as_mut() else {

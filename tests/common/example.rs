@@ -1,5 +1,6 @@
-//! Examples as servers under test: build one (once per test binary, with the json
-//! feature when the test has it), run it on a free loopback port, kill it when dropped.
+//! Examples as servers under test: build one (once per test binary, with the json and
+//! redis features when the test has them), run it on a free loopback port, kill it
+//! when dropped.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -41,8 +42,12 @@ pub fn example_exe(name: &str) -> PathBuf {
             "--message-format=json-render-diagnostics",
         ])
         .args(["--example", name]);
-    if cfg!(feature = "json") {
-        cmd.args(["--features", "json"]);
+    let features = [
+        ("json", cfg!(feature = "json")),
+        ("redis", cfg!(feature = "redis")),
+    ];
+    for (feature, _) in features.iter().filter(|(_, on)| *on) {
+        cmd.args(["--features", feature]);
     }
     let mut child = cmd
         .stdin(Stdio::null())
@@ -94,8 +99,14 @@ pub struct Example {
 
 impl Example {
     pub fn start(name: &str) -> Example {
+        Example::start_with(name, &[])
+    }
+
+    /// Like `start`, with `args` after the address.
+    pub fn start_with(name: &str, args: &[&str]) -> Example {
         let mut child = Command::new(example_exe(name))
             .arg("127.0.0.1:0")
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

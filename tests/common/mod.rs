@@ -18,13 +18,16 @@
 //! - metrics: `Server::metrics_addr`, `scrape`, `metric`;
 //! - a server in the test process with a handler of the test's own (inproc.rs):
 //!   `inproc::Loop` (`with`, `stall`, `stop`, `wait_ended`); Python's `websockets`
-//!   (python.rs): `python::python_venv`, `run_script`, `check_report`.
+//!   (python.rs): `python::python_venv`, `run_script`, `check_report`; a real
+//!   `redis-server` (redis.rs, feature `redis`): `redis::Redis`.
 #![allow(dead_code)]
 
 pub mod example;
 pub mod health;
 pub mod inproc;
 pub mod python;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 #[allow(unused_imports)]
 pub use health::{Healthy, echo_ok, run_table};
