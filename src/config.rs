@@ -58,8 +58,20 @@ pub struct Config {
     pub reuse_port: bool,
     /// Serve the browser console page at `GET /`.
     pub console: bool,
-    /// Serve Prometheus metrics at `GET /metrics` on this address.
+    /// Serve Prometheus metrics at `GET /metrics`, and the probes `GET /healthz` (the
+    /// loop is alive) and `GET /readyz` (accepting), on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Answer `GET /healthz` and `GET /readyz` on the WebSocket port too (for a load
+    /// balancer that probes the port it balances). Off: that port stays minimal.
+    pub ws_probes: bool,
+    /// On SIGTERM ([`Server::run`](crate::Server::run)), the closes are spread evenly
+    /// over this period so that clients do not all reconnect in the same second.
+    /// Default 10s: 10,000 clients come back at 1,000 a second, and the period plus
+    /// `close_timeout` (15s) fits in Kubernetes' default 30s grace period.
+    pub drain_period: Duration,
+    /// The close code of that drain: 1001 (going away), or 1012 (service restart) for
+    /// a process that is being restarted.
+    pub drain_code: u16,
     /// Longest topic name, in bytes.
     pub max_topic_len: usize,
     /// Topics one connection may be subscribed to at once.
@@ -102,6 +114,9 @@ impl Default for Config {
             reuse_port: false,
             console: false,
             metrics_listen: None,
+            ws_probes: false,
+            drain_period: Duration::from_secs(10),
+            drain_code: 1001,
             max_topic_len: 256,
             max_subscriptions: 1024,
             compression: DeflateConfig::new(default_compression()),
@@ -188,6 +203,21 @@ impl Config {
         if self.max_connections_per_ip == Some(0) {
             return err("max connections per ip must be at least 1".into());
         }
+        if !matches!(
+            self.drain_code,
+            1000 | 1001 | 1011 | 1012 | 1013 | 3000..=4999
+        ) {
+            return err(format!(
+                "drain code {} cannot be sent in a close frame: use 1001 (going away) or 1012 (service restart)",
+                self.drain_code
+            ));
+        }
+        if self.ws_probes && matches!(self.path.as_str(), "/healthz" | "/readyz") {
+            return err(format!(
+                "path {} is taken by the probes on the WebSocket port",
+                self.path
+            ));
+        }
         let zero = Duration::ZERO;
         for (name, d) in [
             ("ping interval", self.ping_interval),
@@ -272,7 +302,7 @@ impl fmt::Display for Config {
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
              write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} metrics={} tls={} \
-             compression={} compression_threshold={} compression_level={}",
+             ws_probes={} drain_period={} drain_code={} compression={} compression_threshold={} compression_level={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -294,6 +324,9 @@ impl fmt::Display for Config {
             self.metrics_listen
                 .map_or_else(|| "off".to_string(), |a| a.to_string()),
             if self.tls_enabled() { "on" } else { "off" },
+            self.ws_probes,
+            show_duration(self.drain_period),
+            self.drain_code,
             self.compression.mode,
             show_size(self.compression.threshold),
             self.compression.level,

@@ -2,31 +2,14 @@
 
 mod common;
 use common::*;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tungstenite::Message;
 use tungstenite::protocol::CloseFrame;
 
-/// The metrics endpoint's address, from the server's log.
-fn metrics_addr(server: &Server) -> SocketAddr {
-    let mut addr = None;
-    let found = wait_until(Duration::from_secs(5), || {
-        addr = server.logs.lock().unwrap().iter().find_map(|l| {
-            l.split("metrics on http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .and_then(|a| a.parse::<SocketAddr>().ok())
-        });
-        addr.is_some()
-    });
-    assert!(found, "no metrics address in the server's log");
-    addr.unwrap()
-}
-
 #[test]
 fn metrics_move_with_traffic() {
     let server = Server::start(&["--metrics-listen", "127.0.0.1:0"]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
 
     let (status, before) = scrape(addr, "/metrics");
     assert_eq!(status, 200);
@@ -85,7 +68,7 @@ fn pings_and_idle_closes_are_counted() {
         "--idle-timeout",
         "500ms",
     ]);
-    let addr = metrics_addr(&server);
+    let addr = server.metrics_addr();
     let mut silent = upgraded(server.addr, "/ws");
     assert_eq!(read_close_code(&mut silent), Some(1001));
     assert!(wait_until(Duration::from_secs(5), || {

@@ -330,6 +330,16 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         self.flush_dirty(registry, now);
     }
 
+    /// Closes at once the connections a drain had not come to yet.
+    pub(crate) fn hurry_drain(&mut self, registry: &Registry, now: Instant) {
+        if let Some(drain) = self.drain.as_mut() {
+            drain.period = Duration::ZERO;
+        }
+        self.close_drained(now);
+        self.run_deferred(now);
+        self.flush_dirty(registry, now);
+    }
+
     /// When the next spread close is due, during a drain.
     pub(crate) fn next_drain_close(&self) -> Option<Instant> {
         self.drain.as_ref().and_then(Drain::next_at)

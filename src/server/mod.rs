@@ -142,6 +142,26 @@ impl<H: Handler> Server<H> {
         cfg.validate()
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         let listener = Listener::bind(&addr.to_listen_addr()?, cfg.reuse_port)?;
+        Self::with_listener(listener, cfg, handler)
+    }
+
+    /// Serves on a TCP listening socket the caller already has — inherited from systemd
+    /// (`LISTEN_FDS`) or held across a restart — instead of binding one; `reuse_port`
+    /// is then the socket's own business. Connections waiting in its backlog are
+    /// accepted as if they had come to this server.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        cfg: Config,
+        handler: H,
+    ) -> io::Result<Self> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
+        listener.set_nonblocking(true)?;
+        let listener = Listener::Tcp(mio::net::TcpListener::from_std(listener));
+        Self::with_listener(listener, cfg, handler)
+    }
+
+    fn with_listener(listener: Listener, cfg: Config, handler: H) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
         let metrics = cfg.metrics_listen.map(Endpoint::bind).transpose()?;
         Ok(Server {
@@ -338,9 +358,14 @@ impl<H: Handler> Server<H> {
 
     /// Stops accepting, drops connections still in their handshake and closes the
     /// others as `how` says; the server is [`finished`](Self::is_finished) once their
-    /// close handshakes end (or time out). A second call is ignored.
+    /// close handshakes end (or time out). A second call with a zero `drain` closes
+    /// the connections the first one had not come to yet, at once; any other second
+    /// call is ignored.
     pub fn shutdown(&mut self, registry: &Registry, now: Instant, how: Shutdown) {
         if self.shutting_down {
+            if how.drain.is_zero() {
+                self.driver.hurry_drain(registry, now);
+            }
             return;
         }
         self.shutting_down = true;
@@ -354,6 +379,21 @@ impl<H: Handler> Server<H> {
     /// Moves what `Sender`s queued into the loop, a bounded number per turn.
     fn take_requests(&mut self) {
         self.inbox.drain(SENDER_BATCH, &mut self.driver.deferred);
+    }
+
+    /// Whether the server takes new connections (what `GET /readyz` answers): not once
+    /// a shutdown has begun, nor while accepting is paused for lack of file descriptors
+    /// or every one of `max_connections` is taken.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down || self.listener.is_none() {
+            Err("draining")
+        } else if matches!(self.paused, Some(AcceptPause::Until(_))) {
+            Err("out of file descriptors")
+        } else if self.driver.len() >= self.driver.cfg.max_connections {
+            Err("at max_connections")
+        } else {
+            Ok(())
+        }
     }
 
     /// True after [`shutdown`](Self::shutdown) once no connection is left.
@@ -387,8 +427,15 @@ impl<H: Handler> Server<H> {
             cfg.path,
         );
         if let Some(a) = self.metrics_addr() {
-            info!("metrics on http://{a}/metrics");
+            info!("metrics on http://{a}/metrics, probes on /healthz and /readyz");
         }
+        // systemd's Type=notify: the service counts as started only now that it accepts.
+        #[cfg(feature = "systemd")]
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            warn!("cannot tell systemd that wsloop is ready: {e}");
+        }
+        #[cfg(feature = "systemd")]
+        let mut told_stopping = false;
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout(Instant::now());
@@ -403,21 +450,63 @@ impl<H: Handler> Server<H> {
                 if event.token() == SIGNALS {
                     #[cfg(feature = "signals")]
                     for sig in signals.pending() {
-                        info!(
-                            "signal {sig}: closing {} connections, then exiting",
-                            self.driver.len()
-                        );
-                        self.shutdown(poll.registry(), now, Shutdown::default());
+                        let how = self.on_signal(sig);
+                        self.shutdown(poll.registry(), now, how);
                     }
                 } else if self.owns(event.token()) {
                     self.handle_event(poll.registry(), event, now);
                 }
             }
             self.handle_timers(poll.registry(), now);
+            #[cfg(feature = "systemd")]
+            if self.shutting_down && !told_stopping {
+                told_stopping = true;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            }
             if self.is_finished() {
                 info!("shutdown complete");
                 return Ok(());
             }
+        }
+    }
+
+    /// How [`run`](Self::run) shuts down on a signal: SIGTERM drains over the
+    /// configured period; SIGINT, or a second signal during a drain, closes the
+    /// connections left at once.
+    #[cfg(feature = "signals")]
+    fn on_signal(&self, sig: i32) -> Shutdown {
+        let cfg = &self.driver.cfg;
+        let reason = if cfg.drain_code == 1012 {
+            "server restarting"
+        } else {
+            "server shutting down"
+        };
+        let at_once = self.shutting_down || sig != signal_hook::consts::SIGTERM;
+        let drain = if at_once {
+            Duration::ZERO
+        } else {
+            cfg.drain_period
+        };
+        let n = self.driver.len();
+        if self.shutting_down {
+            info!("signal {sig} during the drain: closing the {n} connections left at once");
+        } else if at_once || n < 2 {
+            info!(
+                "signal {sig}: closing {n} connections with {}, then exiting",
+                cfg.drain_code
+            );
+        } else {
+            info!(
+                "signal {sig}: closing {n} connections with {} spread over {}, then exiting \
+                 (SIGINT or another SIGTERM closes the rest at once)",
+                cfg.drain_code,
+                crate::config::show_duration(drain)
+            );
+        }
+        Shutdown {
+            code: cfg.drain_code,
+            reason: reason.into(),
+            drain,
         }
     }
 
@@ -524,11 +613,24 @@ impl<H: Handler> Server<H> {
             sender_rejected,
             app_timers: self.driver.app_timers(),
         };
+        let ready = self.readiness();
         let stats = &self.driver.stats;
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        match m.serve(key, || stats.render(&gauges)) {
+        let answer = |path: &str| match path {
+            "/metrics" => (200, stats.render(&gauges)),
+            "/healthz" => (200, "alive\n".to_string()),
+            "/readyz" => match ready {
+                Ok(()) => (200, "ready\n".to_string()),
+                Err(why) => (503, format!("not ready: {why}\n")),
+            },
+            _ => (
+                404,
+                "not found: try /metrics, /healthz or /readyz\n".to_string(),
+            ),
+        };
+        match m.serve(key, answer) {
             Progress::Waiting { writable: true } => m.reregister(registry, key, token),
             Progress::Waiting { writable: false } => {}
             Progress::Done => {

@@ -18,13 +18,16 @@
 //! - metrics: `scrape`, `metric`;
 //! - a server in the test process with a handler of the test's own (inproc.rs):
 //!   `inproc::Loop` (`with`, `stall`, `stop`, `wait_ended`); Python's `websockets`
-//!   (python.rs): `python::python_venv`, `run_script`, `check_report`.
+//!   (python.rs): `python::python_venv`, `run_script`, `check_report`;
+//! - socket activation (systemd.rs): `systemd::listen_socket`, `systemd::activated`;
+//!   the metrics and probe endpoint: `Server::metrics_addr`.
 #![allow(dead_code)]
 
 pub mod example;
 pub mod health;
 pub mod inproc;
 pub mod python;
+pub mod systemd;
 
 #[allow(unused_imports)]
 pub use health::{Healthy, echo_ok, run_table};
@@ -92,6 +95,22 @@ impl Server {
             path: url[slash..].to_string(),
             logs,
         }
+    }
+
+    /// The metrics and probe endpoint's address (`--metrics-listen`), from the log.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let mut addr = None;
+        let found = wait_until(Duration::from_secs(5), || {
+            addr = self.logs.lock().unwrap().iter().find_map(|l| {
+                l.split("metrics on http://")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            });
+            addr.is_some()
+        });
+        assert!(found, "no metrics address in the server's log");
+        addr.unwrap()
     }
 
     pub fn url(&self) -> String {
