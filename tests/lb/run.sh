@@ -12,6 +12,7 @@
 #    haproxy and nginx in the foreground on free loopback ports;
 # 4. for each proxy runs tests/lb/client.py (LB_CONNS connections held open at once,
 #    echo, idle hold past --idle-timeout, echo again, clean close; plain HTTP 426/404;
+#    /healthz and /readyz on each backend (--ws-probes), HAProxy checking /readyz;
 #    Origin/Host check) and checks in the backends' logs that both received connections
 #    (and, for haproxy, its health checks);
 # 5. validates contrib/wsloop@.service with systemd-analyze verify when available;
@@ -37,7 +38,7 @@ VENV="$ROOT/target/lbvenv"
 WEBSOCKETS_VERSION="17.4"   # the pin tests/python_client.rs uses
 CLIENT_CHECKS=8             # PASS lines tests/lb/client.py prints when all is well
 # Backends: pings after 1 s of silence, closes after 2 s; the client holds longer.
-BACKEND_ARGS=(--log-level debug --ping-interval 1s --idle-timeout 2s)
+BACKEND_ARGS=(--log-level debug --ping-interval 1s --idle-timeout 2s --ws-probes)
 T0=$SECONDS
 
 say() { echo "lb: [$((SECONDS - T0))s] $*"; }
@@ -213,6 +214,25 @@ done
 P1="${BACKEND_PORTS[0]}"
 P2="${BACKEND_PORTS[1]}"
 
+# probe PORT PATH: the status line of wsloop's answer to GET PATH (bash's /dev/tcp).
+probe() {
+    local line
+    exec 7<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.1\r\nHost: lb-test\r\n\r\n' "$2" >&7
+    IFS= read -r -t 5 line <&7 || true
+    exec 7<&- 7>&-
+    echo "${line%$'\r'}"
+}
+for n in 1 2; do
+    port="${BACKEND_PORTS[n - 1]}"
+    for path in /healthz /readyz; do
+        got="$(probe "$port" "$path")"
+        ok=1
+        [ "$got" = "HTTP/1.1 200 OK" ] && ok=0
+        check "wsloop$n-probe${path//\//-}" "$ok" "GET $path on 127.0.0.1:$port (--ws-probes): $got"
+    done
+done
+
 # count_in LOG PATTERN: lines of LOG with PATTERN (fixed string).
 count_in() { grep -c -F -- "$2" "$1" || true; }
 opens() { count_in "$OUT/wsloop$1.log" ": open /ws subprotocol="; }
@@ -285,17 +305,17 @@ for _ in $(seq 50); do
 done
 echo "haproxy: pid $HAPROXY_PID; nginx: master pid $NGINX_PID, workers ${NGINX_WORKERS[*]:-none}"
 
-# haproxy's health checks (GET /ws, expect 426) must reach both backends.
+# haproxy's health checks (GET /readyz, expect 200) must reach both backends.
 hc=(0 0)
 for _ in $(seq 100); do
-    hc=("$(count_in "$OUT/wsloop1.log" "answered over HTTP with 426")"
-        "$(count_in "$OUT/wsloop2.log" "answered over HTTP with 426")")
+    hc=("$(count_in "$OUT/wsloop1.log" "answered over HTTP with 200")"
+        "$(count_in "$OUT/wsloop2.log" "answered over HTTP with 200")")
     [ "${hc[0]}" -gt 0 ] && [ "${hc[1]}" -gt 0 ] && break
     sleep 0.1
 done
 ok=1
 [ "${hc[0]}" -gt 0 ] && [ "${hc[1]}" -gt 0 ] && ok=0
-check "haproxy-health-check" "$ok" "426 answers to health checks: wsloop1 ${hc[0]}, wsloop2 ${hc[1]}"
+check "haproxy-health-check" "$ok" "200 answers to /readyz health checks: wsloop1 ${hc[0]}, wsloop2 ${hc[1]}"
 if grep -q -E 'is DOWN|no server available' "$OUT/haproxy.log"; then
     check "haproxy-servers-up" 1 "$(grep -m1 -E 'is DOWN|no server available' "$OUT/haproxy.log")"
 else
@@ -353,13 +373,14 @@ if command -v systemd-analyze >/dev/null; then
     # A copy whose ExecStart names the binary built here (verify wants it to exist).
     mkdir -p "$TMPD/unit"
     sed "s|/usr/local/bin/wsloop|$WSLOOP|" contrib/wsloop@.service >"$TMPD/unit/wsloop@.service"
+    cp contrib/wsloop.socket "$TMPD/unit/"
     rc=0
-    out="$(cd "$TMPD/unit" && timeout 30 systemd-analyze verify --man=no "$TMPD/unit/wsloop@0.service" 2>&1)" || rc=$?
+    out="$(cd "$TMPD/unit" && timeout 30 systemd-analyze verify --man=no "$TMPD/unit/wsloop@0.service" "$TMPD/unit/wsloop.socket" 2>&1)" || rc=$?
     if [ -n "$out" ]; then
         echo "$out"
         [ "$rc" != 0 ] || rc=1   # any complaint fails, not only a non-zero exit
     fi
-    check "systemd-unit" "$rc" "systemd-analyze verify wsloop@0.service: exit $rc, $(echo -n "$out" | grep -c '' || true) lines of complaints"
+    check "systemd-unit" "$rc" "systemd-analyze verify wsloop@0.service wsloop.socket: exit $rc, $(echo -n "$out" | grep -c '' || true) lines of complaints"
 else
     echo "SKIP systemd-unit: systemd-analyze not installed"
 fi
