@@ -37,7 +37,7 @@ struct Cli {
     /// Close code sent on SIGTERM: 1001 (going away) or 1012 (service restart: come back).
     #[arg(long, value_name = "CODE", default_value_t = 1001)]
     drain_code: u16,
-    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key); SIGHUP reloads both.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key for --tls-cert.
@@ -151,6 +151,8 @@ impl Cli {
             sender_queue: defaults.sender_queue,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            tls_files: None,
         }
     }
 }
@@ -178,7 +180,10 @@ pub fn main() -> ExitCode {
     if let Some((cert, key)) = tls_files {
         #[cfg(feature = "tls")]
         match crate::io::tls::load_server_config(&cert, &key) {
-            Ok(tls) => cfg.tls = Some(tls),
+            Ok(tls) => {
+                cfg.tls = Some(tls);
+                cfg.tls_files = Some((cert, key));
+            }
             Err(e) => {
                 eprintln!("wsloop: {e}");
                 return ExitCode::from(2);

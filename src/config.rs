@@ -85,6 +85,11 @@ pub struct Config {
     /// Serve wss:// with this rustls configuration (see `wsloop::tls::load_server_config`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The PEM certificate chain and key `tls` came from: [`Server::run`](crate::Server::run)
+    /// loads them again on SIGHUP for new connections (a renewed certificate). `None`:
+    /// SIGHUP changes nothing.
+    #[cfg(feature = "tls")]
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// File descriptors kept back from `max_connections`: the listener, the poll, logging,
@@ -123,6 +128,8 @@ impl Default for Config {
             sender_queue: 16_384,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            tls_files: None,
         }
     }
 }

@@ -402,15 +402,16 @@ impl<H: Handler> Server<H> {
     }
 
     /// Serves on a poll of its own until a [`Sender::shutdown`] — or, with the
-    /// `signals` feature (on by default), SIGINT or SIGTERM — then shuts down
-    /// gracefully.
+    /// `signals` feature (on by default), SIGTERM (closes spread over
+    /// `Config::drain_period`) or SIGINT (at once) — then shuts down gracefully.
+    /// SIGHUP loads `Config::tls_files` again for new connections.
     pub fn run(mut self) -> io::Result<()> {
         const SIGNALS: Token = Token(usize::MAX);
         let mut poll = Poll::new()?;
         #[cfg(feature = "signals")]
         let mut signals = {
-            use signal_hook::consts::{SIGINT, SIGTERM};
-            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
             signals
@@ -450,6 +451,10 @@ impl<H: Handler> Server<H> {
                 if event.token() == SIGNALS {
                     #[cfg(feature = "signals")]
                     for sig in signals.pending() {
+                        if sig == signal_hook::consts::SIGHUP {
+                            self.reload();
+                            continue;
+                        }
                         let how = self.on_signal(sig);
                         self.shutdown(poll.registry(), now, how);
                     }
@@ -468,6 +473,34 @@ impl<H: Handler> Server<H> {
                 return Ok(());
             }
         }
+    }
+
+    /// Serves new connections over TLS with `tls` (a renewed certificate, say); open
+    /// connections keep the configuration they started with.
+    #[cfg(feature = "tls")]
+    pub fn set_tls(&mut self, tls: Arc<rustls::ServerConfig>) {
+        self.driver.cfg.tls = Some(tls);
+    }
+
+    /// SIGHUP in [`run`](Self::run): loads `tls_files` again for new connections; a
+    /// file that does not load is logged and the certificate in use stays.
+    #[cfg(feature = "signals")]
+    fn reload(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some((cert, key)) = self.driver.cfg.tls_files.clone() {
+            match crate::io::tls::load_server_config(&cert, &key) {
+                Ok(tls) => {
+                    self.set_tls(tls);
+                    info!(
+                        "SIGHUP: new connections get the certificate in {}",
+                        cert.display()
+                    );
+                }
+                Err(e) => warn!("SIGHUP: the certificate in use stays: {e}"),
+            }
+            return;
+        }
+        info!("SIGHUP: no certificate files to reload");
     }
 
     /// How [`run`](Self::run) shuts down on a signal: SIGTERM drains over the
