@@ -27,6 +27,10 @@ struct Cli {
     /// GET /readyz (accepting: 503 once draining, when full or out of fds), on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Connections from this address or range (a proxy; repeatable) must start with a PROXY
+    /// protocol header (v1 or v2); its client address is then the one limits and logs see [default: none].
+    #[arg(long = "proxy-from", value_name = "CIDR")]
+    proxy_from: Vec<crate::config::Cidr>,
     /// Also answer GET /healthz and GET /readyz on the WebSocket port.
     #[arg(long)]
     ws_probes: bool,
@@ -137,6 +141,7 @@ impl Cli {
             reuse_port: self.reuse_port,
             console: self.console,
             metrics_listen: self.metrics_listen,
+            proxy_from: self.proxy_from,
             ws_probes: self.ws_probes,
             drain_period: self.drain_period,
             drain_code: self.drain_code,

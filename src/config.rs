@@ -3,6 +3,8 @@
 
 use crate::protocol::extensions::{Compression, DeflateConfig};
 use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Who may open a WebSocket from a browser page (gorilla's `CheckOrigin`).
@@ -14,6 +16,60 @@ pub enum OriginPolicy {
     Any,
     /// Only these origins (`scheme://host[:port]`, compared case-insensitively) may connect.
     List(Vec<String>),
+}
+
+/// An address range: `10.0.0.0/8`, `fd00::/8`, or one address (`127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range (an IPv4 address in its IPv6-mapped form too).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| match ip.to_canonical() {
+            IpAddr::V4(a) => (u128::from(a.to_bits()) << 96, false),
+            IpAddr::V6(a) => (a.to_bits(), true),
+        };
+        let ((want, v6), (got, got_v6)) = (bits(self.addr), bits(ip));
+        // Both kinds sit in the top bits, so the prefix counts from there.
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0);
+        v6 == got_v6 && (want & mask) == (got & mask)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid address range {s:?}: expected e.g. 10.0.0.0/8 or 127.0.0.1");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// Server configuration. `Config::default()` is what `wsloop` runs with when given no flags.
@@ -61,6 +117,11 @@ pub struct Config {
     /// Serve Prometheus metrics at `GET /metrics`, and the probes `GET /healthz` (the
     /// loop is alive) and `GET /readyz` (accepting), on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Connections from these addresses (proxies) must start with a PROXY protocol
+    /// header (v1 or v2), and the client it names is the peer for per-IP limits and
+    /// logs; one without a valid header is dropped. Empty (the default): no PROXY
+    /// protocol.
+    pub proxy_from: Vec<Cidr>,
     /// Answer `GET /healthz` and `GET /readyz` on the WebSocket port too (for a load
     /// balancer that probes the port it balances). Off: that port stays minimal.
     pub ws_probes: bool,
@@ -119,6 +180,7 @@ impl Default for Config {
             reuse_port: false,
             console: false,
             metrics_listen: None,
+            proxy_from: Vec::new(),
             ws_probes: false,
             drain_period: Duration::from_secs(10),
             drain_code: 1001,
@@ -309,7 +371,7 @@ impl fmt::Display for Config {
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
              write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} metrics={} tls={} \
-             ws_probes={} drain_period={} drain_code={} compression={} compression_threshold={} compression_level={}",
+             ws_probes={} drain_period={} drain_code={} proxy_from=[{}] compression={} compression_threshold={} compression_level={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -334,6 +396,11 @@ impl fmt::Display for Config {
             self.ws_probes,
             show_duration(self.drain_period),
             self.drain_code,
+            self.proxy_from
+                .iter()
+                .map(Cidr::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             self.compression.mode,
             show_size(self.compression.threshold),
             self.compression.level,
@@ -359,6 +426,26 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn address_ranges() {
+        let r = |s: &str| s.parse::<Cidr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(r("10.0.0.0/8").contains(ip("10.200.1.2")));
+        assert!(!r("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(r("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!r("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(r("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(r("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(!r("0.0.0.0/0").contains(ip("::1")));
+        assert!(r("fd00::/8").contains(ip("fd12::1")));
+        assert!(!r("fd00::/8").contains(ip("fe80::1")));
+        assert!(r("::/0").contains(ip("2001:db8::1")));
+        assert_eq!(r("10.1.2.3/8").to_string(), "10.1.2.3/8");
+        for bad in ["10.0.0.0/33", "fd00::/129", "nope", "10.0.0.0/", "/8"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 
     /// The frame limit follows the message limit unless set, and may only be lower.

@@ -6,6 +6,7 @@ mod app_timers;
 mod drain;
 mod driver;
 pub mod metrics;
+mod proxy;
 pub(crate) mod timer;
 pub(crate) mod topics;
 
@@ -20,6 +21,7 @@ use log::{debug, info, warn};
 use metrics::{Endpoint, Gauges, Progress, Stats};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token};
+use proxy::ProxyGate;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,7 +46,9 @@ mod token {
     /// The waker `Sender`s use, unless the application brought its own.
     pub(super) const WAKER: usize = 2;
     pub(super) const FIRST_SCRAPER: usize = 3;
-    pub(super) const FIRST_CONN: usize = FIRST_SCRAPER + super::metrics::MAX_SCRAPERS;
+    /// Sockets from proxies waiting for their PROXY header.
+    pub(super) const FIRST_PROXIED: usize = FIRST_SCRAPER + super::metrics::MAX_SCRAPERS;
+    pub(super) const FIRST_CONN: usize = FIRST_PROXIED + super::proxy::MAX_PENDING;
 }
 
 /// Whose event it is.
@@ -53,6 +57,7 @@ enum Target {
     Metrics,
     Waker,
     Scraper(usize),
+    Proxied(usize),
     Conn(usize),
 }
 
@@ -127,6 +132,8 @@ pub struct Server<H> {
     warned_fd_limit: bool,
     shutting_down: bool,
     metrics: Option<Endpoint>,
+    /// PROXY protocol headers from `proxy_from` addresses, and the sockets awaiting one.
+    proxy: ProxyGate,
     /// Expired timers of owners other than connections (kept to reuse the allocation).
     other_timers: Vec<TimerKey>,
     /// The queue `Sender`s fill.
@@ -168,6 +175,7 @@ impl<H: Handler> Server<H> {
             listener: Some(listener),
             local_addr,
             inbox: sender::Shared::new(cfg.sender_queue, cfg.max_topic_len),
+            proxy: ProxyGate::new(cfg.proxy_from.clone()),
             app_waker: None,
             driver: Driver::new(cfg, handler, Instant::now()),
             token_base: 0,
@@ -281,7 +289,8 @@ impl<H: Handler> Server<H> {
             token::LISTENER => Target::Listener,
             token::METRICS => Target::Metrics,
             token::WAKER => Target::Waker,
-            o if o < token::FIRST_CONN => Target::Scraper(o - token::FIRST_SCRAPER),
+            o if o < token::FIRST_PROXIED => Target::Scraper(o - token::FIRST_SCRAPER),
+            o if o < token::FIRST_CONN => Target::Proxied(o - token::FIRST_PROXIED),
             o => Target::Conn(o - token::FIRST_CONN),
         })
     }
@@ -295,6 +304,11 @@ impl<H: Handler> Server<H> {
             // Requests are taken at the end of the turn.
             Some(Target::Waker) => {}
             Some(Target::Scraper(key)) => self.serve_scraper(registry, key),
+            Some(Target::Proxied(key)) => {
+                if let Some((stream, client)) = self.proxy.on_readable(registry, key) {
+                    self.admit(registry, stream, client, now);
+                }
+            }
             Some(Target::Conn(key)) => {
                 let hangup = event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
@@ -321,6 +335,7 @@ impl<H: Handler> Server<H> {
             self.driver.wheel.next_deadline(),
             retry,
             self.driver.next_drain_close(),
+            self.proxy.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -332,6 +347,7 @@ impl<H: Handler> Server<H> {
     /// queued for other connections. Call once per turn, after the events.
     pub fn handle_timers(&mut self, registry: &Registry, now: Instant) {
         self.take_requests();
+        self.proxy.expire(now);
         let mut others = std::mem::take(&mut self.other_timers);
         self.driver.expire(registry, now, &mut others);
         for key in others.drain(..) {
@@ -372,6 +388,7 @@ impl<H: Handler> Server<H> {
         if let Some(mut l) = self.listener.take() {
             let _ = registry.deregister(&mut l);
         }
+        self.proxy.clear();
         self.driver
             .shutdown(registry, now, how.code, &how.reason, how.drain);
     }
@@ -578,9 +595,29 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
             };
-            if let Some(stream) = self.secure(stream, peer) {
-                self.driver.insert(registry, stream, peer, now);
+            if !self.proxy.expects_header(&peer) {
+                self.admit(registry, stream, peer, now);
+                continue;
             }
+            let mut stream = stream;
+            match ProxyGate::take_header(&mut stream, peer) {
+                proxy::Header::Read(client) => self.admit(registry, stream, client, now),
+                proxy::Header::Wait => {
+                    let base = self.token_base + token::FIRST_PROXIED;
+                    let deadline = now + self.driver.cfg.handshake_timeout;
+                    self.proxy
+                        .wait(registry, stream, peer, deadline, |k| Token(base + k));
+                }
+                proxy::Header::Bad => {}
+            }
+        }
+    }
+
+    /// Hands an accepted stream (its PROXY header read, if it had to have one) to the
+    /// connections, over TLS when the server serves wss://.
+    fn admit(&mut self, registry: &Registry, stream: Stream, peer: SocketAddr, now: Instant) {
+        if let Some(stream) = self.secure(stream, peer) {
+            self.driver.insert(registry, stream, peer, now);
         }
     }
 
