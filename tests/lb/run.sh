@@ -15,6 +15,8 @@
 #    /healthz and /readyz on each backend (--ws-probes), HAProxy checking /readyz;
 #    Origin/Host check) and checks in the backends' logs that both received connections
 #    (and, for haproxy, its health checks);
+#    then a third backend with --proxy-from behind haproxy with send-proxy-v2: wsloop
+#    must see the client's own address (127.0.0.2);
 # 5. validates contrib/wsloop@.service with systemd-analyze verify when available;
 # 6. stops everything it started, by PID (also on failure or interrupt), and checks that
 #    the backends exit 0 on SIGTERM.
@@ -367,6 +369,70 @@ if grep -q -E '\[(alert|crit|emerg)\]' "$OUT/nginx/error.log"; then
 else
     check "nginx-error-log" 0 "no alert/crit/emerg in $OUT/nginx/error.log"
 fi
+
+# --- 4b. the PROXY protocol through haproxy -------------------------------------------
+# A third backend takes PROXY headers from haproxy (--proxy-from 127.0.0.1), behind the
+# recipe with its send-proxy-v2 line uncommented. A client connecting from 127.0.0.2
+# must be seen by wsloop as 127.0.0.2 (without the header it sees haproxy, 127.0.0.1),
+# and haproxy's health checks, which carry the header too, must be answered.
+say "PROXY protocol through haproxy"
+PPLOG="$OUT/wsloop-pp.log"
+"$WSLOOP" --listen 127.0.0.1:0 "${BACKEND_ARGS[@]}" --proxy-from 127.0.0.1 </dev/null >"$PPLOG" 2>&1 &
+PP_PID=$!
+PIDS+=("$PP_PID")
+url=""
+for _ in $(seq 100); do
+    url="$(grep -o -m1 'listening on ws://[^ ]*' "$PPLOG" | sed 's/^listening on //' || true)"
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+[ -n "$url" ] || { cat "$PPLOG" >&2; die "the PROXY-protocol backend did not start"; }
+PPP="${url#ws://127.0.0.1:}"
+PPP="${PPP%%/*}"
+read -r PPH <<<"$(free_ports 1)"
+sed -e "s/127\.0\.0\.1:9001/127.0.0.1:$PPP/" \
+    -e "/server ws2 /d" \
+    -e "s/^\([[:space:]]*bind\) :80\$/\1 127.0.0.1:$PPH/" \
+    -e "s/^\([[:space:]]*\)#\(default-server send-proxy-v2.*\)/\1\2/" \
+    contrib/haproxy.cfg >"$OUT/haproxy-pp.cfg"
+grep -q -E "^[[:space:]]*default-server send-proxy-v2 check-send-proxy" "$OUT/haproxy-pp.cfg" ||
+    die "contrib/haproxy.cfg changed shape: no send-proxy-v2 line to uncomment (fix tests/lb/run.sh)"
+haproxy -db -f "$OUT/haproxy-pp.cfg" </dev/null >"$OUT/haproxy-pp.log" 2>&1 &
+HAPROXY_PP_PID=$!
+PIDS+=("$HAPROXY_PP_PID")
+wait_port "$PPH" "$HAPROXY_PP_PID" haproxy "$OUT/haproxy-pp.log"
+rc=0
+timeout 30 "$VENV/bin/python" - "$PPH" >"$OUT/client-pp.log" 2>&1 <<'PY' || rc=$?
+import socket, sys
+from websockets.sync.client import connect
+port = int(sys.argv[1])
+for i in range(3):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+    with connect(f"ws://127.0.0.1:{port}/ws", sock=s) as ws:
+        ws.send(f"from 127.0.0.2, {i}")
+        assert ws.recv(timeout=10) == f"from 127.0.0.2, {i}"
+PY
+[ "$rc" = 0 ] || cat "$OUT/client-pp.log"
+check "pp-echo" "$rc" "3 echoes from 127.0.0.2 through haproxy with send-proxy-v2: exit $rc"
+seen="$(count_in "$PPLOG" "PROXY header: client 127.0.0.2:")"
+opened="$(grep -c -E '127\.0\.0\.2:[0-9]+: open /ws' "$PPLOG" || true)"
+ok=1
+[ "$seen" -ge 3 ] && [ "$opened" -ge 3 ] && ok=0
+check "pp-client-address" "$ok" "wsloop saw the client 127.0.0.2: $seen headers, $opened opens"
+hc=0
+for _ in $(seq 50); do
+    hc="$(count_in "$PPLOG" "answered over HTTP with 200")"
+    [ "$hc" -gt 0 ] && break
+    sleep 0.1
+done
+ok=1
+[ "$hc" -gt 0 ] && ! grep -q -F "no valid PROXY header" "$PPLOG" && ok=0
+check "pp-health-check" "$ok" "haproxy's /readyz checks, with a PROXY header, answered 200: $hc"
+stop_pid "$HAPROXY_PP_PID" TERM
+kill -TERM "$PP_PID"
+rc=0
+wait "$PP_PID" || rc=$?
+check "wsloop-pp-sigterm" "$rc" "exit status on SIGTERM: $rc"
 
 # --- 5. the systemd unit --------------------------------------------------------------
 if command -v systemd-analyze >/dev/null; then
