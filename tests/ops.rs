@@ -105,6 +105,32 @@ fn probes_follow_readiness_at_max_connections_on_both_ports() {
 }
 
 #[test]
+fn readyz_is_503_while_accepting_is_paused_for_lack_of_descriptors() {
+    // 64 descriptors, room for 1000 connections: the descriptors run out first.
+    let server = Server::start_with_fd_limit(
+        64,
+        &[
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--max-connections",
+            "1000",
+        ],
+    );
+    let probes = server.metrics_addr();
+    assert_eq!(get(probes, "/readyz").0, 200);
+    let socks: Vec<_> = (0..80).map(|_| raw(server.addr)).collect();
+    assert!(wait_until(Duration::from_secs(10), || server
+        .logged("out of file descriptors")));
+    let (status, body) = get(probes, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("out of file descriptors"), "{body}");
+    assert_eq!(get(probes, "/healthz").0, 200, "alive without descriptors");
+    drop(socks);
+    let back = wait_until(Duration::from_secs(10), || get(probes, "/readyz").0 == 200);
+    assert!(back, "readyz did not come back once descriptors were free");
+}
+
+#[test]
 fn probes_stay_off_the_websocket_port_unless_asked() {
     let server = Server::start(&[]);
     assert_eq!(get(server.addr, "/healthz").0, 404);

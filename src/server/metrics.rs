@@ -319,6 +319,9 @@ struct Scraper {
 pub(crate) struct Endpoint {
     listener: TcpListener,
     scrapers: Slab<Scraper>,
+    /// A descriptor held back so that a probe is answered (503) even when the process
+    /// has no other: given up for the probe's socket, taken again once it is done.
+    reserve: Option<std::fs::File>,
 }
 
 /// What became of a scraper after an event.
@@ -332,6 +335,7 @@ impl Endpoint {
         Ok(Endpoint {
             listener: TcpListener::bind(addr)?,
             scrapers: Slab::new(),
+            reserve: std::fs::File::open("/dev/null").ok(),
         })
     }
 
@@ -372,6 +376,12 @@ impl Endpoint {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return new,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.reserve.take().is_some() =>
+                {
+                    debug!("metrics: out of file descriptors, answering with the reserve");
+                }
                 Err(e) => {
                     debug!("metrics accept failed: {e}");
                     return new;
@@ -441,6 +451,9 @@ impl Endpoint {
 
     pub(crate) fn drop_scraper(&mut self, key: usize) -> Progress {
         self.scrapers.try_remove(key);
+        if self.reserve.is_none() {
+            self.reserve = std::fs::File::open("/dev/null").ok();
+        }
         Progress::Done
     }
 }

@@ -2,7 +2,7 @@
 //! talk to it with tungstenite's client or raw sockets. Every helper that more than
 //! one test file needs lives here (or in a submodule), once:
 //!
-//! - processes: `Server` (with `setting`, `alive`, `terminate`), `Guard`, `sigterm`,
+//! - processes: `Server` (with `start_with_fd_limit`, `setting`, `alive`, `terminate`), `Guard`, `sigterm`,
 //!   `wait_exit`; examples: `example::Example`, `example::example_exe`;
 //! - clients: `connect`, `set_client_timeout`, `assert_echo`; beside abuse (health.rs):
 //!   `echo_ok`, `run_table`, `Healthy`;
@@ -95,6 +95,25 @@ impl Server {
             path: url[slash..].to_string(),
             logs,
         }
+    }
+
+    /// The binary under `ulimit -n limit` (soft and hard), with `args`.
+    pub fn start_with_fd_limit(limit: usize, args: &[&str]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {limit}; exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_wsloop"),
+        ]);
+        let server = Server::start_with(cmd, args);
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+        let nofile = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        assert!(nofile.contains(&format!(" {limit} ")), "{nofile}");
+        server
     }
 
     /// The metrics and probe endpoint's address (`--metrics-listen`), from the log.
