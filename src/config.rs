@@ -110,7 +110,8 @@ pub struct Config {
     pub origins: OriginPolicy,
     /// Subprotocols the server speaks, in order of preference.
     pub subprotocols: Vec<String>,
-    /// Set SO_REUSEPORT so several processes can share the port (one per core).
+    /// Set SO_REUSEPORT so several processes can share the port (one per core), and
+    /// the metrics port, so that a new process can start beside the old one.
     pub reuse_port: bool,
     /// Serve the browser console page at `GET /`.
     pub console: bool,

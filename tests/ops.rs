@@ -130,6 +130,30 @@ fn readyz_is_503_while_accepting_is_paused_for_lack_of_descriptors() {
     assert!(back, "readyz did not come back once descriptors were free");
 }
 
+/// A hand-over with `--reuse-port`: the new process starts while the old one still
+/// holds both ports, metrics included.
+#[test]
+fn reuse_port_shares_the_metrics_port_too() {
+    let port = |l: std::net::TcpListener| l.local_addr().unwrap().port();
+    let ws = port(listen_socket());
+    let metrics = format!("127.0.0.1:{}", port(listen_socket()));
+    let listen = format!("127.0.0.1:{ws}");
+    let args = [
+        "--reuse-port",
+        "--listen",
+        &listen,
+        "--metrics-listen",
+        &metrics,
+    ];
+    let old = Server::start(&args);
+    let new = Server::start(&args);
+    for s in [&old, &new] {
+        assert_eq!(get(s.metrics_addr(), "/healthz").0, 200);
+        let mut c = connect(s.url());
+        assert_echo(&mut c, Message::text("shared"));
+    }
+}
+
 #[test]
 fn probes_stay_off_the_websocket_port_unless_asked() {
     let server = Server::start(&[]);

@@ -331,9 +331,21 @@ pub(crate) enum Progress {
 }
 
 impl Endpoint {
-    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
+    /// Listens on `addr`; with `reuse_port` (the server's `--reuse-port`) beside other
+    /// processes on the same address, so that a new process can start before the old
+    /// one has left.
+    pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
         Ok(Endpoint {
-            listener: TcpListener::bind(addr)?,
+            listener: TcpListener::from_std(socket.into()),
             scrapers: Slab::new(),
             reserve: std::fs::File::open("/dev/null").ok(),
         })

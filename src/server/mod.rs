@@ -170,7 +170,10 @@ impl<H: Handler> Server<H> {
 
     fn with_listener(listener: Listener, cfg: Config, handler: H) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
-        let metrics = cfg.metrics_listen.map(Endpoint::bind).transpose()?;
+        let metrics = cfg
+            .metrics_listen
+            .map(|a| Endpoint::bind(a, cfg.reuse_port))
+            .transpose()?;
         Ok(Server {
             listener: Some(listener),
             local_addr,
