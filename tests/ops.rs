@@ -241,6 +241,33 @@ fn sigterm_drains_spread_over_the_period_with_the_drain_code() {
     assert!(server.logged("spread over 4s"));
 }
 
+/// A client whose connection the process took just before SIGTERM is not reset: its
+/// upgrade completes, and it is told at once to come back.
+#[test]
+fn a_handshake_under_way_at_sigterm_opens_and_gets_the_drain_code() {
+    let mut server = Server::start(&["--drain-period", "5s", "--drain-code", "1012"]);
+    let (_threads, closed) = clients(&server, 1);
+    let mut s = raw(server.addr);
+    let request = upgrade_request(server.addr, &server.path, "");
+    let (head, rest) = request.split_at(20);
+    s.write_all(head.as_bytes()).unwrap();
+    // Time for the loop to accept it (one still in the listen backlog when the listener
+    // closes is reset by the kernel: socket activation is the cure for that).
+    std::thread::sleep(Duration::from_millis(200));
+    sigterm(server.pid());
+    assert!(wait_until(Duration::from_secs(5), || !closed
+        .lock()
+        .unwrap()
+        .is_empty()));
+    s.write_all(rest.as_bytes()).unwrap();
+    let (status, _) = read_head(&mut s);
+    assert_eq!(status, 101);
+    assert_eq!(read_close_code(&mut s), Some(1012));
+    s.write_all(&close_frame(1012, b"")).unwrap();
+    let status = wait_exit(&mut server.child, Duration::from_secs(20)).expect("no exit");
+    assert_eq!(status.code(), Some(0));
+}
+
 #[test]
 fn a_second_sigterm_or_a_sigint_ends_the_drain_at_once() {
     for second in [libc::SIGTERM, libc::SIGINT] {

@@ -296,8 +296,11 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         self.flush_dirty(registry, now);
     }
 
-    /// Drops the connections still in their handshake and closes the open ones with
-    /// `code`, spread evenly over `period` (all at once when it is zero).
+    /// Closes the open connections with `code`, spread evenly over `period`. The
+    /// handshakes under way finish (within the handshake timeout) and are closed with
+    /// `code` as they open: a client whose connect the kernel already took is told to
+    /// come back, not reset. A zero `period` closes everything at once and drops the
+    /// handshakes.
     pub(crate) fn shutdown(
         &mut self,
         registry: &Registry,
@@ -309,12 +312,15 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         let mut open = Vec::new();
         let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let effects = self.with_conn(key, |conn, _, env| conn.drop_handshake(now, env));
-            if let Some(effects) = effects {
-                self.settle(registry, key, effects, now);
+            if period.is_zero() {
+                let effects = self.with_conn(key, |conn, _, env| conn.drop_handshake(now, env));
+                if let Some(effects) = effects {
+                    self.settle(registry, key, effects, now);
+                }
             }
-            if self.slots.contains(key) {
-                open.push(self.ids.id(key));
+            let id = self.ids.id(key);
+            if self.slots.contains(key) && self.ids.is_open(id) {
+                open.push(id);
             }
         }
         self.drain = Some(Drain {
@@ -330,10 +336,18 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         self.flush_dirty(registry, now);
     }
 
-    /// Closes at once the connections a drain had not come to yet.
+    /// Closes at once the connections a drain had not come to yet, and drops the
+    /// handshakes still under way.
     pub(crate) fn hurry_drain(&mut self, registry: &Registry, now: Instant) {
         if let Some(drain) = self.drain.as_mut() {
             drain.period = Duration::ZERO;
+        }
+        let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let effects = self.with_conn(key, |conn, _, env| conn.drop_handshake(now, env));
+            if let Some(effects) = effects {
+                self.settle(registry, key, effects, now);
+            }
         }
         self.close_drained(now);
         self.run_deferred(now);
@@ -699,7 +713,14 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             self.ids.release(key);
             return;
         }
+        let id = self.ids.id(key);
+        let opened = conn.is_open() && !self.ids.is_open(id);
         let closed = self.ids.update(key, conn.is_open(), conn.pending_output());
+        // A handshake that was under way when the drain began: closed as it opens.
+        if opened && let Some(drain) = &self.drain {
+            let close = ConnCommand::Close(drain.code, drain.reason.clone());
+            self.deferred.push(Command::Conn(id, close));
+        }
         conn.release_idle(&self.cfg, &mut self.pool);
         let pending = conn.pending_output() as u64;
         self.stats.pending_output_high_water = self.stats.pending_output_high_water.max(pending);
