@@ -82,64 +82,94 @@ fn echo(ws: &mut Client, text: String) -> Echo {
     Echo::Failed("no echo among 1000 messages".into())
 }
 
-/// One worker: its share of the clients echo in turn until told to stop; a client
-/// the old process closes records its code and reconnects.
-fn worker(w: usize, addr: SocketAddr, tally: Arc<Tally>) {
-    let mut conns: Vec<(Client, bool)> = (0..CLIENTS / WORKERS)
-        .filter_map(|_| try_connect(addr, &tally).map(|ws| (ws, false)))
-        .collect();
-    tally.connected.fetch_add(conns.len(), Ordering::SeqCst);
-    let mut n = 0u64;
-    while !tally.stop.load(Ordering::SeqCst) {
-        for (i, (ws, reconnected)) in conns.iter_mut().enumerate() {
-            n += 1;
-            match echo(ws, format!("worker {w} client {i} message {n}")) {
-                Echo::Ok => {
-                    tally.echoes.fetch_add(1, Ordering::Relaxed);
-                }
-                Echo::Closed(code) => {
-                    let at = tally.sigterm.get().map_or(Duration::ZERO, |t| t.elapsed());
-                    if *reconnected {
-                        tally.errors.lock().unwrap().push(format!(
-                            "worker {w} client {i}: the new process closed it ({code})"
-                        ));
-                    }
-                    tally.closes.lock().unwrap().push((code, at));
-                    let Some(mut fresh) = (0..5).find_map(|_| {
-                        try_connect(addr, &tally).or_else(|| {
-                            std::thread::sleep(Duration::from_millis(100));
-                            None
-                        })
-                    }) else {
-                        return;
-                    };
-                    match echo(&mut fresh, format!("worker {w} client {i} is back")) {
-                        Echo::Ok => {
-                            tally.reconnected.fetch_add(1, Ordering::SeqCst);
-                        }
-                        _ => tally
-                            .errors
-                            .lock()
-                            .unwrap()
-                            .push(format!("worker {w} client {i}: no echo after reconnecting")),
-                    }
-                    *ws = fresh;
-                    *reconnected = true;
-                }
-                Echo::Failed(e) => {
-                    tally
-                        .errors
-                        .lock()
-                        .unwrap()
-                        .push(format!("worker {w} client {i}: {e}"));
-                    return;
-                }
-            }
+/// A client slot of a worker.
+enum Slot {
+    /// Connected; `true` once it is the reconnected one (on the new process).
+    Live(Box<Client>, bool),
+    /// Closed by the old process: reconnecting on a thread of its own, so that the
+    /// worker goes on reading its other clients (and sees their closes when they come).
+    Back(std::thread::JoinHandle<Option<Client>>),
+    Gone,
+}
+
+/// Reconnects (retrying a refused connect, each failure counted) and echoes once.
+fn come_back(addr: SocketAddr, tally: Arc<Tally>, tag: String) -> Option<Client> {
+    let mut fresh = (0..5).find_map(|_| {
+        try_connect(addr, &tally).or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        })
+    })?;
+    match echo(&mut fresh, format!("{tag} is back")) {
+        Echo::Ok => {
+            tally.reconnected.fetch_add(1, Ordering::SeqCst);
+            Some(fresh)
+        }
+        _ => {
+            let e = format!("{tag}: no echo after reconnecting");
+            tally.errors.lock().unwrap().push(e);
+            None
         }
     }
-    for (mut ws, _) in conns {
-        let _ = ws.close(None);
-        while ws.read().is_ok() {}
+}
+
+/// One worker: its share of the clients echo in turn until told to stop; a client
+/// the old process closes records its code and when it came, and reconnects.
+fn worker(w: usize, addr: SocketAddr, tally: Arc<Tally>) {
+    let mut slots: Vec<Slot> = (0..CLIENTS / WORKERS)
+        .filter_map(|_| try_connect(addr, &tally).map(|ws| Slot::Live(Box::new(ws), false)))
+        .collect();
+    tally.connected.fetch_add(slots.len(), Ordering::SeqCst);
+    let mut n = 0u64;
+    while !tally.stop.load(Ordering::SeqCst) {
+        for (i, slot) in slots.iter_mut().enumerate() {
+            let tag = format!("worker {w} client {i}");
+            *slot = match std::mem::replace(slot, Slot::Gone) {
+                Slot::Back(t) if t.is_finished() => match t.join().unwrap() {
+                    Some(ws) => Slot::Live(Box::new(ws), true),
+                    None => Slot::Gone,
+                },
+                Slot::Live(mut ws, reconnected) => {
+                    n += 1;
+                    match echo(&mut ws, format!("{tag} message {n}")) {
+                        Echo::Ok => {
+                            tally.echoes.fetch_add(1, Ordering::Relaxed);
+                            Slot::Live(ws, reconnected)
+                        }
+                        Echo::Closed(code) => {
+                            let at = tally.sigterm.get().map_or(Duration::ZERO, |t| t.elapsed());
+                            if reconnected {
+                                let e = format!("{tag}: the new process closed it ({code})");
+                                tally.errors.lock().unwrap().push(e);
+                            }
+                            tally.closes.lock().unwrap().push((code, at));
+                            let tally = tally.clone();
+                            Slot::Back(std::thread::spawn(move || come_back(addr, tally, tag)))
+                        }
+                        Echo::Failed(e) => {
+                            tally.errors.lock().unwrap().push(format!("{tag}: {e}"));
+                            Slot::Gone
+                        }
+                    }
+                }
+                other => other,
+            };
+        }
+        // Every client reconnecting: wait for them rather than spin.
+        if slots.iter().all(|s| !matches!(s, Slot::Live(..))) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    for slot in slots {
+        let ws = match slot {
+            Slot::Live(ws, _) => Some(*ws),
+            Slot::Back(t) => t.join().unwrap(),
+            Slot::Gone => None,
+        };
+        if let Some(mut ws) = ws {
+            let _ = ws.close(None);
+            while ws.read().is_ok() {}
+        }
     }
 }
 
