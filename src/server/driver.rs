@@ -713,14 +713,17 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             self.ids.release(key);
             return;
         }
-        let id = self.ids.id(key);
-        let opened = conn.is_open() && !self.ids.is_open(id);
-        let closed = self.ids.update(key, conn.is_open(), conn.pending_output());
         // A handshake that was under way when the drain began: closed as it opens.
-        if opened && let Some(drain) = &self.drain {
-            let close = ConnCommand::Close(drain.code, drain.reason.clone());
-            self.deferred.push(Command::Conn(id, close));
+        if let Some(drain) = &self.drain
+            && conn.is_open()
+        {
+            let id = self.ids.id(key);
+            if !self.ids.is_open(id) {
+                let close = ConnCommand::Close(drain.code, drain.reason.clone());
+                self.deferred.push(Command::Conn(id, close));
+            }
         }
+        let closed = self.ids.update(key, conn.is_open(), conn.pending_output());
         conn.release_idle(&self.cfg, &mut self.pool);
         let pending = conn.pending_output() as u64;
         self.stats.pending_output_high_water = self.stats.pending_output_high_water.max(pending);
