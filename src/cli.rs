@@ -14,6 +14,7 @@ use std::time::Duration;
 #[command(version, about, args_override_self = true)]
 struct Cli {
     /// Address to listen on: IP:PORT (127.0.0.1 unless told otherwise) or unix:PATH.
+    /// Ignored when systemd passes a socket (LISTEN_FDS=1, LISTEN_PID; see contrib/wsloop.socket).
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: ListenAddr,
     /// Share the port with other wsloop processes (SO_REUSEPORT): run one per core.
@@ -22,10 +23,25 @@ struct Cli {
     /// Serve a browser console (connect, send, see echoes and close codes) at GET /.
     #[arg(long)]
     console: bool,
-    /// Serve Prometheus metrics at GET /metrics on this address [default: off].
+    /// Serve Prometheus metrics at GET /metrics, and the probes GET /healthz (alive) and
+    /// GET /readyz (accepting: 503 once draining, when full or out of fds), on this address [default: off].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<std::net::SocketAddr>,
-    /// Serve wss:// with this PEM certificate chain (needs --tls-key).
+    /// Connections from this address or range (a proxy; repeatable) must start with a PROXY
+    /// protocol header (v1 or v2); its client address is then the one limits and logs see [default: none].
+    #[arg(long = "proxy-from", value_name = "CIDR")]
+    proxy_from: Vec<crate::config::Cidr>,
+    /// Also answer GET /healthz and GET /readyz on the WebSocket port.
+    #[arg(long)]
+    ws_probes: bool,
+    /// On SIGTERM, spread the closes over this period (clients reconnect gradually); then exit.
+    /// SIGINT, or a second SIGTERM, closes the rest at once.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_period: Duration,
+    /// Close code sent on SIGTERM: 1001 (going away) or 1012 (service restart: come back).
+    #[arg(long, value_name = "CODE", default_value_t = 1001)]
+    drain_code: u16,
+    /// Serve wss:// with this PEM certificate chain (needs --tls-key); SIGHUP reloads both.
     #[arg(long, value_name = "PEM", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key for --tls-cert.
@@ -129,6 +145,10 @@ impl Cli {
             reuse_port: self.reuse_port,
             console: self.console,
             metrics_listen: self.metrics_listen,
+            proxy_from: self.proxy_from,
+            ws_probes: self.ws_probes,
+            drain_period: self.drain_period,
+            drain_code: self.drain_code,
             compression: {
                 let mut c = DeflateConfig::new(self.compression);
                 c.threshold = self.compression_threshold.unwrap_or(c.threshold);
@@ -141,6 +161,8 @@ impl Cli {
             redis: self.redis,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            tls_files: None,
         }
     }
 }
@@ -168,7 +190,10 @@ pub fn main() -> ExitCode {
     if let Some((cert, key)) = tls_files {
         #[cfg(feature = "tls")]
         match crate::io::tls::load_server_config(&cert, &key) {
-            Ok(tls) => cfg.tls = Some(tls),
+            Ok(tls) => {
+                cfg.tls = Some(tls);
+                cfg.tls_files = Some((cert, key));
+            }
             Err(e) => {
                 eprintln!("wsloop: {e}");
                 return ExitCode::from(2);
@@ -181,7 +206,21 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let server = match Server::bind(listen.clone(), cfg, Echo) {
+    let inherited = match inherited_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("socket activation: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let server = match inherited {
+        Some(l) => {
+            log::info!("serving the listening socket systemd passed (fd 3); --listen is ignored");
+            Server::from_listener(l, cfg, Echo)
+        }
+        None => Server::bind(listen.clone(), cfg, Echo),
+    };
+    let server = match server {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot listen on {listen}: {e}");
@@ -195,6 +234,55 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The listening socket systemd passed by socket activation (`sd_listen_fds(3)`): fd 3
+/// when `LISTEN_FDS=1` and `LISTEN_PID` is this process. No `LISTEN_FDS`: `None`, and
+/// wsloop binds `--listen`. Anything else is a configuration error: serving a port
+/// other than the one systemd holds would refuse the clients it queues.
+fn inherited_listener() -> Result<Option<std::net::TcpListener>, String> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Some(fds) = std::env::var_os("LISTEN_FDS") else {
+        return Ok(None);
+    };
+    let fds = fds.to_string_lossy();
+    let pid = std::env::var("LISTEN_PID").unwrap_or_default();
+    let me = std::process::id();
+    if pid.trim().parse::<u32>() != Ok(me) {
+        return Err(format!(
+            "LISTEN_FDS={fds} but LISTEN_PID={pid:?} is not this process ({me}): \
+             the sockets were meant for another process"
+        ));
+    }
+    if fds.trim() != "1" {
+        return Err(format!(
+            "LISTEN_FDS={fds}: wsloop serves exactly one listening socket (one ListenStream= in the .socket unit)"
+        ));
+    }
+    const FD: i32 = 3;
+    // SAFETY: fstat only fills `st`, whatever fd 3 is.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(FD, &mut st) } != 0 {
+        return Err(format!(
+            "LISTEN_FDS=1 but fd 3 is not open: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err("LISTEN_FDS=1 but fd 3 is not a socket".into());
+    }
+    // SAFETY: fd 3 is open, a socket, and handed to this process alone (LISTEN_PID);
+    // nothing else in wsloop owns it.
+    let socket = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(FD) });
+    let _ = socket.set_cloexec(true);
+    let tcp = matches!(socket.domain(), Ok(d) if d == socket2::Domain::IPV4 || d == socket2::Domain::IPV6);
+    if !tcp || !matches!(socket.r#type(), Ok(t) if t == socket2::Type::STREAM) {
+        return Err("fd 3 is not a TCP socket (ListenStream= must be a port or IP:PORT)".into());
+    }
+    if !socket.is_listener().unwrap_or(false) {
+        return Err("fd 3 is a TCP socket that is not listening".into());
+    }
+    Ok(Some(socket.into()))
 }
 
 /// Parses `4096`, `4KiB`, `4kb`, `16MiB`, `1GiB` (binary multiples; `k`/`KB` mean KiB too).

@@ -3,6 +3,8 @@
 
 use crate::protocol::extensions::{Compression, DeflateConfig};
 use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Who may open a WebSocket from a browser page (gorilla's `CheckOrigin`).
@@ -14,6 +16,60 @@ pub enum OriginPolicy {
     Any,
     /// Only these origins (`scheme://host[:port]`, compared case-insensitively) may connect.
     List(Vec<String>),
+}
+
+/// An address range: `10.0.0.0/8`, `fd00::/8`, or one address (`127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Whether `ip` is in the range (an IPv4 address in its IPv6-mapped form too).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let bits = |ip: IpAddr| match ip.to_canonical() {
+            IpAddr::V4(a) => (u128::from(a.to_bits()) << 96, false),
+            IpAddr::V6(a) => (a.to_bits(), true),
+        };
+        let ((want, v6), (got, got_v6)) = (bits(self.addr), bits(ip));
+        // Both kinds sit in the top bits, so the prefix counts from there.
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0);
+        v6 == got_v6 && (want & mask) == (got & mask)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid address range {s:?}: expected e.g. 10.0.0.0/8 or 127.0.0.1");
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let addr = addr.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|&p| p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// Server configuration. `Config::default()` is what `wsloop` runs with when given no flags.
@@ -55,12 +111,30 @@ pub struct Config {
     pub origins: OriginPolicy,
     /// Subprotocols the server speaks, in order of preference.
     pub subprotocols: Vec<String>,
-    /// Set SO_REUSEPORT so several processes can share the port (one per core).
+    /// Set SO_REUSEPORT so several processes can share the port (one per core), and
+    /// the metrics port, so that a new process can start beside the old one.
     pub reuse_port: bool,
     /// Serve the browser console page at `GET /`.
     pub console: bool,
-    /// Serve Prometheus metrics at `GET /metrics` on this address.
+    /// Serve Prometheus metrics at `GET /metrics`, and the probes `GET /healthz` (the
+    /// loop is alive) and `GET /readyz` (accepting), on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Connections from these addresses (proxies) must start with a PROXY protocol
+    /// header (v1 or v2), and the client it names is the peer for per-IP limits and
+    /// logs; one without a valid header is dropped. Empty (the default): no PROXY
+    /// protocol.
+    pub proxy_from: Vec<Cidr>,
+    /// Answer `GET /healthz` and `GET /readyz` on the WebSocket port too (for a load
+    /// balancer that probes the port it balances). Off: that port stays minimal.
+    pub ws_probes: bool,
+    /// On SIGTERM ([`Server::run`](crate::Server::run)), the closes are spread evenly
+    /// over this period so that clients do not all reconnect in the same second.
+    /// Default 10s: 10,000 clients come back at 1,000 a second, and the period plus
+    /// `close_timeout` (15s) fits in Kubernetes' default 30s grace period.
+    pub drain_period: Duration,
+    /// The close code of that drain: 1001 (going away), or 1012 (service restart) for
+    /// a process that is being restarted.
+    pub drain_code: u16,
     /// Longest topic name, in bytes.
     pub max_topic_len: usize,
     /// Topics one connection may be subscribed to at once.
@@ -79,6 +153,11 @@ pub struct Config {
     /// Serve wss:// with this rustls configuration (see `wsloop::tls::load_server_config`).
     #[cfg(feature = "tls")]
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The PEM certificate chain and key `tls` came from: [`Server::run`](crate::Server::run)
+    /// loads them again on SIGHUP for new connections (a renewed certificate). `None`:
+    /// SIGHUP changes nothing.
+    #[cfg(feature = "tls")]
+    pub tls_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 /// File descriptors kept back from `max_connections`: the listener, the poll, logging,
@@ -108,6 +187,10 @@ impl Default for Config {
             reuse_port: false,
             console: false,
             metrics_listen: None,
+            proxy_from: Vec::new(),
+            ws_probes: false,
+            drain_period: Duration::from_secs(10),
+            drain_code: 1001,
             max_topic_len: 256,
             max_subscriptions: 1024,
             compression: DeflateConfig::new(default_compression()),
@@ -115,6 +198,8 @@ impl Default for Config {
             redis: None,
             #[cfg(feature = "tls")]
             tls: None,
+            #[cfg(feature = "tls")]
+            tls_files: None,
         }
     }
 }
@@ -197,6 +282,21 @@ impl Config {
         }
         if self.max_connections_per_ip == Some(0) {
             return err("max connections per ip must be at least 1".into());
+        }
+        if !matches!(
+            self.drain_code,
+            1000 | 1001 | 1011 | 1012 | 1013 | 3000..=4999
+        ) {
+            return err(format!(
+                "drain code {} cannot be sent in a close frame: use 1001 (going away) or 1012 (service restart)",
+                self.drain_code
+            ));
+        }
+        if self.ws_probes && matches!(self.path.as_str(), "/healthz" | "/readyz") {
+            return err(format!(
+                "path {} is taken by the probes on the WebSocket port",
+                self.path
+            ));
         }
         let zero = Duration::ZERO;
         for (name, d) in [
@@ -305,7 +405,7 @@ impl fmt::Display for Config {
             "path={} read_buffer={} write_buffer={} max_pending_output={} max_message={} max_frame={} \
              max_request={} max_connections={} max_connections_per_ip={} ping_interval={} idle_timeout={} \
              write_timeout={} handshake_timeout={} close_timeout={} origins={} subprotocols=[{}] reuse_port={} console={} metrics={} tls={} \
-             compression={} compression_threshold={} compression_level={} redis={}",
+             ws_probes={} drain_period={} drain_code={} proxy_from=[{}] compression={} compression_threshold={} compression_level={} redis={}",
             self.path,
             show_size(self.read_buffer),
             show_size(self.write_buffer),
@@ -327,6 +427,14 @@ impl fmt::Display for Config {
             self.metrics_listen
                 .map_or_else(|| "off".to_string(), |a| a.to_string()),
             if self.tls_enabled() { "on" } else { "off" },
+            self.ws_probes,
+            show_duration(self.drain_period),
+            self.drain_code,
+            self.proxy_from
+                .iter()
+                .map(Cidr::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             self.compression.mode,
             show_size(self.compression.threshold),
             self.compression.level,
@@ -376,6 +484,26 @@ mod tests {
                 .contains("hunter2")
         );
         assert!(format!("{}", Config::default()).ends_with(" redis=off"));
+    }
+
+    #[test]
+    fn address_ranges() {
+        let r = |s: &str| s.parse::<Cidr>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(r("10.0.0.0/8").contains(ip("10.200.1.2")));
+        assert!(!r("10.0.0.0/8").contains(ip("11.0.0.1")));
+        assert!(r("127.0.0.1").contains(ip("127.0.0.1")));
+        assert!(!r("127.0.0.1").contains(ip("127.0.0.2")));
+        assert!(r("127.0.0.1").contains(ip("::ffff:127.0.0.1")));
+        assert!(r("0.0.0.0/0").contains(ip("8.8.8.8")));
+        assert!(!r("0.0.0.0/0").contains(ip("::1")));
+        assert!(r("fd00::/8").contains(ip("fd12::1")));
+        assert!(!r("fd00::/8").contains(ip("fe80::1")));
+        assert!(r("::/0").contains(ip("2001:db8::1")));
+        assert_eq!(r("10.1.2.3/8").to_string(), "10.1.2.3/8");
+        for bad in ["10.0.0.0/33", "fd00::/129", "nope", "10.0.0.0/", "/8"] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
     }
 
     /// The frame limit follows the message limit unless set, and may only be lower.

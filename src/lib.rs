@@ -29,7 +29,7 @@ pub use app::handler::{AutoPong, Close, ConnId, Echo, Handler, Timer, Upgrade};
 #[cfg(feature = "json")]
 pub use app::json;
 pub use app::sender::Sender;
-pub use config::{Config, ConfigError, OriginPolicy};
+pub use config::{Cidr, Config, ConfigError, OriginPolicy};
 pub use io::stream::{ListenAddr, ToListenAddr};
 #[cfg(feature = "tls")]
 pub use io::tls;

@@ -17,7 +17,6 @@ mod common;
 use common::*;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tungstenite::Message;
@@ -167,21 +166,7 @@ const FD_LIMIT: usize = 256;
 
 /// The server under `ulimit -n FD_LIMIT` (soft and hard), with `args`.
 fn start_with_fd_limit(args: &[&str]) -> Server {
-    let mut cmd = Command::new("sh");
-    cmd.args([
-        "-c",
-        &format!("ulimit -n {FD_LIMIT}; exec \"$0\" \"$@\""),
-        env!("CARGO_BIN_EXE_wsloop"),
-    ]);
-    let server = Server::start_with(cmd, args);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
-    let nofile = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .unwrap()
-        .to_string();
-    assert!(nofile.contains(&format!(" {FD_LIMIT} ")), "{nofile}");
-    server
+    Server::start_with_fd_limit(FD_LIMIT, args)
 }
 
 /// Server CPU ticks (1/100 s) used over 2 s.

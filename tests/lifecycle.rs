@@ -26,7 +26,8 @@ fn raw_client_answering_close(mut s: TcpStream) -> std::thread::JoinHandle<(Opti
 
 #[test]
 fn sigterm_closes_clients_with_1001_and_exits_0() {
-    let mut server = Server::start(&["--close-timeout", "10s"]);
+    // All at once (the drain's spread is tests/ops.rs's): the test times the exit.
+    let mut server = Server::start(&["--close-timeout", "10s", "--drain-period", "0s"]);
     // A tungstenite client (answers Close by itself) and a raw one, both echoing first.
     let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("before shutdown"));

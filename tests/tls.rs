@@ -152,3 +152,46 @@ fn unreadable_certificate_exits_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cert.pem"));
 }
+
+/// SIGHUP: new connections get the certificate now in the files, open ones keep
+/// theirs; files that do not load leave the certificate in use serving.
+#[test]
+fn sighup_reloads_the_certificate_for_new_connections() {
+    let old = make_certs("reload");
+    let server = start_tls(&old);
+    let mut before = wss_connect(&server, client_config(Some(&old.cert_der))).unwrap();
+    assert_echo(&mut before, Message::text("old certificate"));
+
+    let new = make_certs("reload-new");
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(new.dir.join(f), old.dir.join(f)).unwrap();
+    }
+    let hup = |server: &Server| {
+        // SAFETY: kill(2) with the PID of a child this test spawned.
+        assert_eq!(unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) }, 0);
+    };
+    hup(&server);
+    assert!(wait_until(Duration::from_secs(10), || server
+        .logged("SIGHUP: new connections get")));
+    let mut after =
+        wss_connect(&server, client_config(Some(&new.cert_der))).expect("new certificate");
+    assert_echo(&mut after, Message::text("new certificate"));
+    let err = wss_connect(&server, client_config(Some(&old.cert_der)))
+        .expect_err("old certificate still served");
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert_echo(
+        &mut before,
+        Message::text("the open connection keeps its session"),
+    );
+
+    std::fs::write(old.dir.join("cert.pem"), "not a certificate").unwrap();
+    hup(&server);
+    assert!(wait_until(Duration::from_secs(10), || server
+        .logged("SIGHUP: the certificate in use stays")));
+    let mut still =
+        wss_connect(&server, client_config(Some(&new.cert_der))).expect("kept certificate");
+    assert_echo(&mut still, Message::text("kept"));
+}

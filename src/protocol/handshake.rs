@@ -106,6 +106,17 @@ pub(crate) fn evaluate(buf: &[u8], cfg: &Config, peer: SocketAddr, over_limit: b
                 whole: true,
             };
         }
+        // Probes on the WebSocket port (--ws-probes); readiness as the server sees it
+        // when this socket came in: 503 over the connection limits.
+        if cfg.ws_probes && path == "/healthz" {
+            return reject(200, "alive", &[]);
+        }
+        if cfg.ws_probes && path == "/readyz" {
+            return match over_limit {
+                false => reject(200, "ready", &[]),
+                true => reject(503, "not ready: at max_connections", &[]),
+            };
+        }
         if path != cfg.path {
             return reject(404, "not found", &[]);
         }
@@ -287,6 +298,7 @@ pub(crate) fn error_reply(status: u16, body: &str, extra: &[&str]) -> Vec<u8> {
 
 fn reason_phrase(status: u16) -> &'static str {
     match status {
+        200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

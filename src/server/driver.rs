@@ -299,8 +299,11 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         self.flush_dirty(registry, now);
     }
 
-    /// Drops the connections still in their handshake and closes the open ones with
-    /// `code`, spread evenly over `period` (all at once when it is zero).
+    /// Closes the open connections with `code`, spread evenly over `period`. The
+    /// handshakes under way finish (within the handshake timeout) and are closed with
+    /// `code` as they open: a client whose connect the kernel already took is told to
+    /// come back, not reset. A zero `period` closes everything at once and drops the
+    /// handshakes.
     pub(crate) fn shutdown(
         &mut self,
         registry: &Registry,
@@ -312,12 +315,15 @@ impl<S: Transport, H: Handler> Driver<S, H> {
         let mut open = Vec::new();
         let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let effects = self.with_conn(key, |conn, _, env| conn.drop_handshake(now, env));
-            if let Some(effects) = effects {
-                self.settle(registry, key, effects, now);
+            if period.is_zero() {
+                let effects = self.with_conn(key, |conn, _, env| conn.drop_handshake(now, env));
+                if let Some(effects) = effects {
+                    self.settle(registry, key, effects, now);
+                }
             }
-            if self.slots.contains(key) {
-                open.push(self.ids.id(key));
+            let id = self.ids.id(key);
+            if self.slots.contains(key) && self.ids.is_open(id) {
+                open.push(id);
             }
         }
         self.drain = Some(Drain {
@@ -328,6 +334,24 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             code,
             reason: reason.to_string(),
         });
+        self.close_drained(now);
+        self.run_deferred(now);
+        self.flush_dirty(registry, now);
+    }
+
+    /// Closes at once the connections a drain had not come to yet, and drops the
+    /// handshakes still under way.
+    pub(crate) fn hurry_drain(&mut self, registry: &Registry, now: Instant) {
+        if let Some(drain) = self.drain.as_mut() {
+            drain.period = Duration::ZERO;
+        }
+        let keys: Vec<usize> = self.slots.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let effects = self.with_conn(key, |conn, _, env| conn.drop_handshake(now, env));
+            if let Some(effects) = effects {
+                self.settle(registry, key, effects, now);
+            }
+        }
         self.close_drained(now);
         self.run_deferred(now);
         self.flush_dirty(registry, now);
@@ -699,6 +723,16 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             }
             self.ids.release(key);
             return;
+        }
+        // A handshake that was under way when the drain began: closed as it opens.
+        if let Some(drain) = &self.drain
+            && conn.is_open()
+        {
+            let id = self.ids.id(key);
+            if !self.ids.is_open(id) {
+                let close = ConnCommand::Close(drain.code, drain.reason.clone());
+                self.deferred.push(Command::Conn(id, close));
+            }
         }
         let closed = self.ids.update(key, conn.is_open(), conn.pending_output());
         conn.release_idle(&self.cfg, &mut self.pool);

@@ -1,5 +1,6 @@
-//! Counters the loop keeps, and the Prometheus text endpoint (`--metrics-listen`) that
-//! serves them from the same loop on a port of its own.
+//! Counters the loop keeps, and the HTTP endpoint (`--metrics-listen`) that serves them
+//! as Prometheus text, with the health and readiness probes, from the same loop on a
+//! port of its own.
 
 use log::debug;
 use mio::net::{TcpListener, TcpStream};
@@ -293,6 +294,48 @@ impl Stats {
     }
 }
 
+/// What a request asks for.
+enum Route {
+    Partial,
+    Path(String),
+    Refuse(u16, &'static str),
+}
+
+/// Parses a request head: the path it asks for (query left out), or why not.
+fn route(request: &[u8]) -> Route {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(request) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_REQUEST => {}
+        Ok(_) if request.len() > MAX_REQUEST => {
+            return Route::Refuse(431, "request header fields too large");
+        }
+        Ok(httparse::Status::Partial) => return Route::Partial,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => {
+            return Route::Refuse(431, "request header fields too large");
+        }
+        Err(_) => return Route::Refuse(400, "malformed HTTP request"),
+    }
+    if req.method != Some("GET") {
+        return Route::Refuse(405, "only GET is served here");
+    }
+    let target = req.path.unwrap_or("");
+    Route::Path(target.split('?').next().unwrap_or("").to_string())
+}
+
+/// The reason phrases this endpoint uses.
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
 /// Scrapers served at once; more are refused until one finishes.
 pub(crate) const MAX_SCRAPERS: usize = 16;
 /// A scraper's request may be this large.
@@ -309,6 +352,9 @@ struct Scraper {
 pub(crate) struct Endpoint {
     listener: TcpListener,
     scrapers: Slab<Scraper>,
+    /// A descriptor held back so that a probe is answered (503) even when the process
+    /// has no other: given up for the probe's socket, taken again once it is done.
+    reserve: Option<std::fs::File>,
 }
 
 /// What became of a scraper after an event.
@@ -318,10 +364,23 @@ pub(crate) enum Progress {
 }
 
 impl Endpoint {
-    pub(crate) fn bind(addr: SocketAddr) -> io::Result<Self> {
+    /// Listens on `addr`; with `reuse_port` (the server's `--reuse-port`) beside other
+    /// processes on the same address, so that a new process can start before the old
+    /// one has left.
+    pub(crate) fn bind(addr: SocketAddr, reuse_port: bool) -> io::Result<Self> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
         Ok(Endpoint {
-            listener: TcpListener::bind(addr)?,
+            listener: TcpListener::from_std(socket.into()),
             scrapers: Slab::new(),
+            reserve: std::fs::File::open("/dev/null").ok(),
         })
     }
 
@@ -362,6 +421,12 @@ impl Endpoint {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return new,
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+                        && self.reserve.take().is_some() =>
+                {
+                    debug!("metrics: out of file descriptors, answering with the reserve");
+                }
                 Err(e) => {
                     debug!("metrics accept failed: {e}");
                     return new;
@@ -370,14 +435,21 @@ impl Endpoint {
         }
     }
 
-    /// Reads the request, answers it with `body()` or 404, writes what the socket takes.
-    pub(crate) fn serve(&mut self, key: usize, body: impl FnOnce() -> String) -> Progress {
+    /// Reads the request and answers it with what `answer(path)` gives (status, body):
+    /// 400 for a malformed request, 431 for one over `MAX_REQUEST`, 405 for a method
+    /// other than GET. Writes what the socket takes.
+    pub(crate) fn serve(
+        &mut self,
+        key: usize,
+        answer: impl FnOnce(&str) -> (u16, String),
+    ) -> Progress {
         let Some(s) = self.scrapers.get_mut(key) else {
             return Progress::Done;
         };
         if s.reply.is_empty() {
             let mut buf = [0u8; 1024];
-            loop {
+            // Reads stop at the limit: what is past it is never looked at.
+            while s.request.len() <= MAX_REQUEST {
                 match s.stream.read(&mut buf) {
                     Ok(0) => return self.drop_scraper(key),
                     Ok(n) => s.request.extend_from_slice(&buf[..n]),
@@ -385,20 +457,15 @@ impl Endpoint {
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(_) => return self.drop_scraper(key),
                 }
-                if s.request.len() > MAX_REQUEST {
-                    return self.drop_scraper(key);
-                }
             }
-            if !s.request.windows(4).any(|w| w == b"\r\n\r\n") {
-                return Progress::Waiting { writable: false };
-            }
-            let (status, content) = if s.request.starts_with(b"GET /metrics ") {
-                ("200 OK", body())
-            } else {
-                ("404 Not Found", "not found: try /metrics\n".to_string())
+            let (status, content) = match route(&s.request) {
+                Route::Partial => return Progress::Waiting { writable: false },
+                Route::Path(path) => answer(&path),
+                Route::Refuse(status, why) => (status, format!("{why}\n")),
             };
             s.reply = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{content}",
+                "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{content}",
+                reason(status),
                 content.len()
             )
             .into_bytes();
@@ -429,6 +496,9 @@ impl Endpoint {
 
     pub(crate) fn drop_scraper(&mut self, key: usize) -> Progress {
         self.scrapers.try_remove(key);
+        if self.reserve.is_none() {
+            self.reserve = std::fs::File::open("/dev/null").ok();
+        }
         Progress::Done
     }
 }
@@ -458,5 +528,31 @@ mod tests {
         assert!(text.contains("wsloop_handshakes_failed_total{status=\"404\"} 1\n"));
         assert!(text.contains("wsloop_open_connections 5\n"));
         assert!(text.contains("wsloop_deadline_closes_total{kind=\"idle\"} 0\n"));
+    }
+
+    #[test]
+    fn routes_probe_requests() {
+        let path = |r: &[u8]| match route(r) {
+            Route::Path(p) => Some(p),
+            _ => None,
+        };
+        let status = |r: &[u8]| match route(r) {
+            Route::Refuse(s, _) => Some(s),
+            _ => None,
+        };
+        assert_eq!(
+            path(b"GET /readyz HTTP/1.1\r\n\r\n").as_deref(),
+            Some("/readyz")
+        );
+        assert_eq!(
+            path(b"GET /healthz?x=1 HTTP/1.0\r\nHost: a\r\n\r\n").as_deref(),
+            Some("/healthz")
+        );
+        assert!(matches!(route(b"GET /readyz HTTP/1.1\r\n"), Route::Partial));
+        assert_eq!(status(b"GET /readyz HTTP/1.1\r\n\x01\r\n\r\n"), Some(400));
+        assert_eq!(status(b"POST /readyz HTTP/1.1\r\n\r\n"), Some(405));
+        let mut huge = b"GET /readyz HTTP/1.1\r\nX: ".to_vec();
+        huge.resize(MAX_REQUEST + 1, b'a');
+        assert_eq!(status(&huge), Some(431));
     }
 }

@@ -6,6 +6,7 @@ mod app_timers;
 mod drain;
 mod driver;
 pub mod metrics;
+mod proxy;
 #[cfg(feature = "redis")]
 mod redis;
 pub(crate) mod timer;
@@ -22,6 +23,7 @@ use log::{debug, info, warn};
 use metrics::{Endpoint, Gauges, Progress, Stats};
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token};
+use proxy::ProxyGate;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +48,9 @@ mod token {
     /// The waker `Sender`s use, unless the application brought its own.
     pub(super) const WAKER: usize = 2;
     pub(super) const FIRST_SCRAPER: usize = 3;
-    pub(super) const FIRST_CONN: usize = FIRST_SCRAPER + super::metrics::MAX_SCRAPERS;
+    /// Sockets from proxies waiting for their PROXY header.
+    pub(super) const FIRST_PROXIED: usize = FIRST_SCRAPER + super::metrics::MAX_SCRAPERS;
+    pub(super) const FIRST_CONN: usize = FIRST_PROXIED + super::proxy::MAX_PENDING;
 }
 
 /// Whose event it is.
@@ -55,6 +59,7 @@ enum Target {
     Metrics,
     Waker,
     Scraper(usize),
+    Proxied(usize),
     Conn(usize),
 }
 
@@ -129,6 +134,8 @@ pub struct Server<H> {
     warned_fd_limit: bool,
     shutting_down: bool,
     metrics: Option<Endpoint>,
+    /// PROXY protocol headers from `proxy_from` addresses, and the sockets awaiting one.
+    proxy: ProxyGate,
     /// Expired timers of owners other than connections (kept to reuse the allocation).
     other_timers: Vec<TimerKey>,
     /// The queue `Sender`s fill.
@@ -147,8 +154,31 @@ impl<H: Handler> Server<H> {
         cfg.validate()
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
         let listener = Listener::bind(&addr.to_listen_addr()?, cfg.reuse_port)?;
+        Self::with_listener(listener, cfg, handler)
+    }
+
+    /// Serves on a TCP listening socket the caller already has — inherited from systemd
+    /// (`LISTEN_FDS`) or held across a restart — instead of binding one; `reuse_port`
+    /// is then the socket's own business. Connections waiting in its backlog are
+    /// accepted as if they had come to this server.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        cfg: Config,
+        handler: H,
+    ) -> io::Result<Self> {
+        cfg.validate()
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e))?;
+        listener.set_nonblocking(true)?;
+        let listener = Listener::Tcp(mio::net::TcpListener::from_std(listener));
+        Self::with_listener(listener, cfg, handler)
+    }
+
+    fn with_listener(listener: Listener, cfg: Config, handler: H) -> io::Result<Self> {
         let local_addr = listener.local_addr()?;
-        let metrics = cfg.metrics_listen.map(Endpoint::bind).transpose()?;
+        let metrics = cfg
+            .metrics_listen
+            .map(|a| Endpoint::bind(a, cfg.reuse_port))
+            .transpose()?;
         let inbox = sender::Shared::new(cfg.sender_queue, cfg.max_topic_len);
         #[cfg(feature = "redis")]
         let bridge = (cfg.redis.as_deref())
@@ -159,6 +189,7 @@ impl<H: Handler> Server<H> {
             listener: Some(listener),
             local_addr,
             inbox,
+            proxy: ProxyGate::new(cfg.proxy_from.clone()),
             app_waker: None,
             #[cfg(feature = "redis")]
             bridge,
@@ -274,7 +305,8 @@ impl<H: Handler> Server<H> {
             token::LISTENER => Target::Listener,
             token::METRICS => Target::Metrics,
             token::WAKER => Target::Waker,
-            o if o < token::FIRST_CONN => Target::Scraper(o - token::FIRST_SCRAPER),
+            o if o < token::FIRST_PROXIED => Target::Scraper(o - token::FIRST_SCRAPER),
+            o if o < token::FIRST_CONN => Target::Proxied(o - token::FIRST_PROXIED),
             o => Target::Conn(o - token::FIRST_CONN),
         })
     }
@@ -288,6 +320,11 @@ impl<H: Handler> Server<H> {
             // Requests are taken at the end of the turn.
             Some(Target::Waker) => {}
             Some(Target::Scraper(key)) => self.serve_scraper(registry, key),
+            Some(Target::Proxied(key)) => {
+                if let Some((stream, client)) = self.proxy.on_readable(registry, key) {
+                    self.admit(registry, stream, client, now);
+                }
+            }
             Some(Target::Conn(key)) => {
                 let hangup = event.is_read_closed() || event.is_error();
                 let writable = event.is_writable() || event.is_write_closed() || event.is_error();
@@ -314,6 +351,7 @@ impl<H: Handler> Server<H> {
             self.driver.wheel.next_deadline(),
             retry,
             self.driver.next_drain_close(),
+            self.proxy.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -325,6 +363,7 @@ impl<H: Handler> Server<H> {
     /// queued for other connections. Call once per turn, after the events.
     pub fn handle_timers(&mut self, registry: &Registry, now: Instant) {
         self.take_requests();
+        self.proxy.expire(now);
         let mut others = std::mem::take(&mut self.other_timers);
         self.driver.expire(registry, now, &mut others);
         for key in others.drain(..) {
@@ -352,15 +391,21 @@ impl<H: Handler> Server<H> {
 
     /// Stops accepting, drops connections still in their handshake and closes the
     /// others as `how` says; the server is [`finished`](Self::is_finished) once their
-    /// close handshakes end (or time out). A second call is ignored.
+    /// close handshakes end (or time out). A second call with a zero `drain` closes
+    /// the connections the first one had not come to yet, at once; any other second
+    /// call is ignored.
     pub fn shutdown(&mut self, registry: &Registry, now: Instant, how: Shutdown) {
         if self.shutting_down {
+            if how.drain.is_zero() {
+                self.driver.hurry_drain(registry, now);
+            }
             return;
         }
         self.shutting_down = true;
         if let Some(mut l) = self.listener.take() {
             let _ = registry.deregister(&mut l);
         }
+        self.proxy.clear();
         self.driver
             .shutdown(registry, now, how.code, &how.reason, how.drain);
     }
@@ -380,21 +425,37 @@ impl<H: Handler> Server<H> {
         self.inbox.drain(SENDER_BATCH, &mut self.driver.deferred);
     }
 
+    /// Whether the server takes new connections (what `GET /readyz` answers): not once
+    /// a shutdown has begun, nor while accepting is paused for lack of file descriptors
+    /// or every one of `max_connections` is taken.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down || self.listener.is_none() {
+            Err("draining")
+        } else if matches!(self.paused, Some(AcceptPause::Until(_))) {
+            Err("out of file descriptors")
+        } else if self.driver.len() >= self.driver.cfg.max_connections {
+            Err("at max_connections")
+        } else {
+            Ok(())
+        }
+    }
+
     /// True after [`shutdown`](Self::shutdown) once no connection is left.
     pub fn is_finished(&self) -> bool {
         self.shutting_down && self.driver.len() == 0
     }
 
     /// Serves on a poll of its own until a [`Sender::shutdown`] — or, with the
-    /// `signals` feature (on by default), SIGINT or SIGTERM — then shuts down
-    /// gracefully.
+    /// `signals` feature (on by default), SIGTERM (closes spread over
+    /// `Config::drain_period`) or SIGINT (at once) — then shuts down gracefully.
+    /// SIGHUP loads `Config::tls_files` again for new connections.
     pub fn run(mut self) -> io::Result<()> {
         const SIGNALS: Token = Token(usize::MAX);
         let mut poll = Poll::new()?;
         #[cfg(feature = "signals")]
         let mut signals = {
-            use signal_hook::consts::{SIGINT, SIGTERM};
-            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
+            use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+            let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
             poll.registry()
                 .register(&mut signals, SIGNALS, Interest::READABLE)?;
             signals
@@ -411,8 +472,15 @@ impl<H: Handler> Server<H> {
             cfg.path,
         );
         if let Some(a) = self.metrics_addr() {
-            info!("metrics on http://{a}/metrics");
+            info!("metrics on http://{a}/metrics, probes on /healthz and /readyz");
         }
+        // systemd's Type=notify: the service counts as started only now that it accepts.
+        #[cfg(feature = "systemd")]
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            warn!("cannot tell systemd that wsloop is ready: {e}");
+        }
+        #[cfg(feature = "systemd")]
+        let mut told_stopping = false;
         let mut events = Events::with_capacity(1024);
         loop {
             let timeout = self.next_timeout(Instant::now());
@@ -427,21 +495,95 @@ impl<H: Handler> Server<H> {
                 if event.token() == SIGNALS {
                     #[cfg(feature = "signals")]
                     for sig in signals.pending() {
-                        info!(
-                            "signal {sig}: closing {} connections, then exiting",
-                            self.driver.len()
-                        );
-                        self.shutdown(poll.registry(), now, Shutdown::default());
+                        if sig == signal_hook::consts::SIGHUP {
+                            self.reload();
+                            continue;
+                        }
+                        let how = self.on_signal(sig);
+                        self.shutdown(poll.registry(), now, how);
                     }
                 } else if self.owns(event.token()) {
                     self.handle_event(poll.registry(), event, now);
                 }
             }
             self.handle_timers(poll.registry(), now);
+            #[cfg(feature = "systemd")]
+            if self.shutting_down && !told_stopping {
+                told_stopping = true;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            }
             if self.is_finished() {
                 info!("shutdown complete");
                 return Ok(());
             }
+        }
+    }
+
+    /// Serves new connections over TLS with `tls` (a renewed certificate, say); open
+    /// connections keep the configuration they started with.
+    #[cfg(feature = "tls")]
+    pub fn set_tls(&mut self, tls: Arc<rustls::ServerConfig>) {
+        self.driver.cfg.tls = Some(tls);
+    }
+
+    /// SIGHUP in [`run`](Self::run): loads `tls_files` again for new connections; a
+    /// file that does not load is logged and the certificate in use stays.
+    #[cfg(feature = "signals")]
+    fn reload(&mut self) {
+        #[cfg(feature = "tls")]
+        if let Some((cert, key)) = self.driver.cfg.tls_files.clone() {
+            match crate::io::tls::load_server_config(&cert, &key) {
+                Ok(tls) => {
+                    self.set_tls(tls);
+                    info!(
+                        "SIGHUP: new connections get the certificate in {}",
+                        cert.display()
+                    );
+                }
+                Err(e) => warn!("SIGHUP: the certificate in use stays: {e}"),
+            }
+            return;
+        }
+        info!("SIGHUP: no certificate files to reload");
+    }
+
+    /// How [`run`](Self::run) shuts down on a signal: SIGTERM drains over the
+    /// configured period; SIGINT, or a second signal during a drain, closes the
+    /// connections left at once.
+    #[cfg(feature = "signals")]
+    fn on_signal(&self, sig: i32) -> Shutdown {
+        let cfg = &self.driver.cfg;
+        let reason = if cfg.drain_code == 1012 {
+            "server restarting"
+        } else {
+            "server shutting down"
+        };
+        let at_once = self.shutting_down || sig != signal_hook::consts::SIGTERM;
+        let drain = if at_once {
+            Duration::ZERO
+        } else {
+            cfg.drain_period
+        };
+        let n = self.driver.len();
+        if self.shutting_down {
+            info!("signal {sig} during the drain: closing the {n} connections left at once");
+        } else if at_once || n < 2 {
+            info!(
+                "signal {sig}: closing {n} connections with {}, then exiting",
+                cfg.drain_code
+            );
+        } else {
+            info!(
+                "signal {sig}: closing {n} connections with {} spread over {}, then exiting \
+                 (SIGINT or another SIGTERM closes the rest at once)",
+                cfg.drain_code,
+                crate::config::show_duration(drain)
+            );
+        }
+        Shutdown {
+            code: cfg.drain_code,
+            reason: reason.into(),
+            drain,
         }
     }
 
@@ -480,9 +622,29 @@ impl<H: Handler> Server<H> {
                     continue;
                 }
             };
-            if let Some(stream) = self.secure(stream, peer) {
-                self.driver.insert(registry, stream, peer, now);
+            if !self.proxy.expects_header(&peer) {
+                self.admit(registry, stream, peer, now);
+                continue;
             }
+            let mut stream = stream;
+            match ProxyGate::take_header(&mut stream, peer) {
+                proxy::Header::Read(client) => self.admit(registry, stream, client, now),
+                proxy::Header::Wait => {
+                    let base = self.token_base + token::FIRST_PROXIED;
+                    let deadline = now + self.driver.cfg.handshake_timeout;
+                    self.proxy
+                        .wait(registry, stream, peer, deadline, |k| Token(base + k));
+                }
+                proxy::Header::Bad => {}
+            }
+        }
+    }
+
+    /// Hands an accepted stream (its PROXY header read, if it had to have one) to the
+    /// connections, over TLS when the server serves wss://.
+    fn admit(&mut self, registry: &Registry, stream: Stream, peer: SocketAddr, now: Instant) {
+        if let Some(stream) = self.secure(stream, peer) {
+            self.driver.insert(registry, stream, peer, now);
         }
     }
 
@@ -550,11 +712,24 @@ impl<H: Handler> Server<H> {
             #[cfg(feature = "redis")]
             redis: self.bridge.as_ref().map(|b| b.status().snapshot()),
         };
+        let ready = self.readiness();
         let stats = &self.driver.stats;
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        match m.serve(key, || stats.render(&gauges)) {
+        let answer = |path: &str| match path {
+            "/metrics" => (200, stats.render(&gauges)),
+            "/healthz" => (200, "alive\n".to_string()),
+            "/readyz" => match ready {
+                Ok(()) => (200, "ready\n".to_string()),
+                Err(why) => (503, format!("not ready: {why}\n")),
+            },
+            _ => (
+                404,
+                "not found: try /metrics, /healthz or /readyz\n".to_string(),
+            ),
+        };
+        match m.serve(key, answer) {
             Progress::Waiting { writable: true } => m.reregister(registry, key, token),
             Progress::Waiting { writable: false } => {}
             Progress::Done => {

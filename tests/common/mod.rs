@@ -2,7 +2,7 @@
 //! talk to it with tungstenite's client or raw sockets. Every helper that more than
 //! one test file needs lives here (or in a submodule), once:
 //!
-//! - processes: `Server` (with `setting`, `alive`, `terminate`), `Guard`, `sigterm`,
+//! - processes: `Server` (with `start_with_fd_limit`, `setting`, `alive`, `terminate`), `Guard`, `sigterm`,
 //!   `wait_exit`; examples: `example::Example`, `example::example_exe`;
 //! - clients: `connect`, `set_client_timeout`, `assert_echo`; beside abuse (health.rs):
 //!   `echo_ok`, `run_table`, `Healthy`;
@@ -19,7 +19,9 @@
 //! - a server in the test process with a handler of the test's own (inproc.rs):
 //!   `inproc::Loop` (`with`, `stall`, `stop`, `wait_ended`); Python's `websockets`
 //!   (python.rs): `python::python_venv`, `run_script`, `check_report`; a real
-//!   `redis-server` (redis.rs, feature `redis`): `redis::Redis`.
+//!   `redis-server` (redis.rs, feature `redis`): `redis::Redis`;
+//! - socket activation (systemd.rs): `systemd::listen_socket`, `systemd::activated`;
+//!   the metrics and probe endpoint: `Server::metrics_addr`.
 #![allow(dead_code)]
 
 pub mod example;
@@ -28,6 +30,7 @@ pub mod inproc;
 pub mod python;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod systemd;
 
 #[allow(unused_imports)]
 pub use health::{Healthy, echo_ok, run_table};
@@ -97,6 +100,41 @@ impl Server {
         }
     }
 
+    /// The binary under `ulimit -n limit` (soft and hard), with `args`.
+    pub fn start_with_fd_limit(limit: usize, args: &[&str]) -> Server {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {limit}; exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_wsloop"),
+        ]);
+        let server = Server::start_with(cmd, args);
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).unwrap();
+        let nofile = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap()
+            .to_string();
+        assert!(nofile.contains(&format!(" {limit} ")), "{nofile}");
+        server
+    }
+
+    /// The metrics and probe endpoint's address (`--metrics-listen`), from the log.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        let mut addr = None;
+        let found = wait_until(Duration::from_secs(5), || {
+            addr = self.logs.lock().unwrap().iter().find_map(|l| {
+                l.split("metrics on http://")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            });
+            addr.is_some()
+        });
+        assert!(found, "no metrics address in the server's log");
+        addr.unwrap()
+    }
+
     pub fn url(&self) -> String {
         format!("ws://{}{}", self.addr, self.path)
     }
@@ -146,22 +184,6 @@ impl Server {
         let after = &stat[stat.rfind(')').unwrap() + 2..];
         let f: Vec<&str> = after.split_whitespace().collect();
         f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-    }
-
-    /// The `--metrics-listen` endpoint's address, from the log (waits up to 5 s).
-    pub fn metrics_addr(&self) -> SocketAddr {
-        let mut addr = None;
-        let found = wait_until(Duration::from_secs(5), || {
-            addr = self.logs.lock().unwrap().iter().find_map(|l| {
-                l.split("metrics on http://")
-                    .nth(1)
-                    .and_then(|r| r.split('/').next())
-                    .and_then(|a| a.parse::<SocketAddr>().ok())
-            });
-            addr.is_some()
-        });
-        assert!(found, "no metrics address in the server's log");
-        addr.unwrap()
     }
 
     /// Open file descriptors of the server process.

@@ -12,8 +12,11 @@
 #    haproxy and nginx in the foreground on free loopback ports;
 # 4. for each proxy runs tests/lb/client.py (LB_CONNS connections held open at once,
 #    echo, idle hold past --idle-timeout, echo again, clean close; plain HTTP 426/404;
+#    /healthz and /readyz on each backend (--ws-probes), HAProxy checking /readyz;
 #    Origin/Host check) and checks in the backends' logs that both received connections
 #    (and, for haproxy, its health checks);
+#    then a third backend with --proxy-from behind haproxy with send-proxy-v2: wsloop
+#    must see the client's own address (127.0.0.2);
 # 5. validates contrib/wsloop@.service with systemd-analyze verify when available;
 # 6. stops everything it started, by PID (also on failure or interrupt), and checks that
 #    the backends exit 0 on SIGTERM.
@@ -37,7 +40,7 @@ VENV="$ROOT/target/lbvenv"
 WEBSOCKETS_VERSION="17.4"   # the pin tests/python_client.rs uses
 CLIENT_CHECKS=8             # PASS lines tests/lb/client.py prints when all is well
 # Backends: pings after 1 s of silence, closes after 2 s; the client holds longer.
-BACKEND_ARGS=(--log-level debug --ping-interval 1s --idle-timeout 2s)
+BACKEND_ARGS=(--log-level debug --ping-interval 1s --idle-timeout 2s --ws-probes)
 T0=$SECONDS
 
 say() { echo "lb: [$((SECONDS - T0))s] $*"; }
@@ -213,6 +216,25 @@ done
 P1="${BACKEND_PORTS[0]}"
 P2="${BACKEND_PORTS[1]}"
 
+# probe PORT PATH: the status line of wsloop's answer to GET PATH (bash's /dev/tcp).
+probe() {
+    local line
+    exec 7<>"/dev/tcp/127.0.0.1/$1" || return 1
+    printf 'GET %s HTTP/1.1\r\nHost: lb-test\r\n\r\n' "$2" >&7
+    IFS= read -r -t 5 line <&7 || true
+    exec 7<&- 7>&-
+    echo "${line%$'\r'}"
+}
+for n in 1 2; do
+    port="${BACKEND_PORTS[n - 1]}"
+    for path in /healthz /readyz; do
+        got="$(probe "$port" "$path")"
+        ok=1
+        [ "$got" = "HTTP/1.1 200 OK" ] && ok=0
+        check "wsloop$n-probe${path//\//-}" "$ok" "GET $path on 127.0.0.1:$port (--ws-probes): $got"
+    done
+done
+
 # count_in LOG PATTERN: lines of LOG with PATTERN (fixed string).
 count_in() { grep -c -F -- "$2" "$1" || true; }
 opens() { count_in "$OUT/wsloop$1.log" ": open /ws subprotocol="; }
@@ -285,17 +307,17 @@ for _ in $(seq 50); do
 done
 echo "haproxy: pid $HAPROXY_PID; nginx: master pid $NGINX_PID, workers ${NGINX_WORKERS[*]:-none}"
 
-# haproxy's health checks (GET /ws, expect 426) must reach both backends.
+# haproxy's health checks (GET /readyz, expect 200) must reach both backends.
 hc=(0 0)
 for _ in $(seq 100); do
-    hc=("$(count_in "$OUT/wsloop1.log" "answered over HTTP with 426")"
-        "$(count_in "$OUT/wsloop2.log" "answered over HTTP with 426")")
+    hc=("$(count_in "$OUT/wsloop1.log" "answered over HTTP with 200")"
+        "$(count_in "$OUT/wsloop2.log" "answered over HTTP with 200")")
     [ "${hc[0]}" -gt 0 ] && [ "${hc[1]}" -gt 0 ] && break
     sleep 0.1
 done
 ok=1
 [ "${hc[0]}" -gt 0 ] && [ "${hc[1]}" -gt 0 ] && ok=0
-check "haproxy-health-check" "$ok" "426 answers to health checks: wsloop1 ${hc[0]}, wsloop2 ${hc[1]}"
+check "haproxy-health-check" "$ok" "200 answers to /readyz health checks: wsloop1 ${hc[0]}, wsloop2 ${hc[1]}"
 if grep -q -E 'is DOWN|no server available' "$OUT/haproxy.log"; then
     check "haproxy-servers-up" 1 "$(grep -m1 -E 'is DOWN|no server available' "$OUT/haproxy.log")"
 else
@@ -348,18 +370,83 @@ else
     check "nginx-error-log" 0 "no alert/crit/emerg in $OUT/nginx/error.log"
 fi
 
+# --- 4b. the PROXY protocol through haproxy -------------------------------------------
+# A third backend takes PROXY headers from haproxy (--proxy-from 127.0.0.1), behind the
+# recipe with its send-proxy-v2 line uncommented. A client connecting from 127.0.0.2
+# must be seen by wsloop as 127.0.0.2 (without the header it sees haproxy, 127.0.0.1),
+# and haproxy's health checks, which carry the header too, must be answered.
+say "PROXY protocol through haproxy"
+PPLOG="$OUT/wsloop-pp.log"
+"$WSLOOP" --listen 127.0.0.1:0 "${BACKEND_ARGS[@]}" --proxy-from 127.0.0.1 </dev/null >"$PPLOG" 2>&1 &
+PP_PID=$!
+PIDS+=("$PP_PID")
+url=""
+for _ in $(seq 100); do
+    url="$(grep -o -m1 'listening on ws://[^ ]*' "$PPLOG" | sed 's/^listening on //' || true)"
+    [ -n "$url" ] && break
+    sleep 0.1
+done
+[ -n "$url" ] || { cat "$PPLOG" >&2; die "the PROXY-protocol backend did not start"; }
+PPP="${url#ws://127.0.0.1:}"
+PPP="${PPP%%/*}"
+read -r PPH <<<"$(free_ports 1)"
+sed -e "s/127\.0\.0\.1:9001/127.0.0.1:$PPP/" \
+    -e "/server ws2 /d" \
+    -e "s/^\([[:space:]]*bind\) :80\$/\1 127.0.0.1:$PPH/" \
+    -e "s/^\([[:space:]]*\)#\(default-server send-proxy-v2.*\)/\1\2/" \
+    contrib/haproxy.cfg >"$OUT/haproxy-pp.cfg"
+grep -q -E "^[[:space:]]*default-server send-proxy-v2 check-send-proxy" "$OUT/haproxy-pp.cfg" ||
+    die "contrib/haproxy.cfg changed shape: no send-proxy-v2 line to uncomment (fix tests/lb/run.sh)"
+haproxy -db -f "$OUT/haproxy-pp.cfg" </dev/null >"$OUT/haproxy-pp.log" 2>&1 &
+HAPROXY_PP_PID=$!
+PIDS+=("$HAPROXY_PP_PID")
+wait_port "$PPH" "$HAPROXY_PP_PID" haproxy "$OUT/haproxy-pp.log"
+rc=0
+timeout 30 "$VENV/bin/python" - "$PPH" >"$OUT/client-pp.log" 2>&1 <<'PY' || rc=$?
+import socket, sys
+from websockets.sync.client import connect
+port = int(sys.argv[1])
+for i in range(3):
+    s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=("127.0.0.2", 0))
+    with connect(f"ws://127.0.0.1:{port}/ws", sock=s) as ws:
+        ws.send(f"from 127.0.0.2, {i}")
+        assert ws.recv(timeout=10) == f"from 127.0.0.2, {i}"
+PY
+[ "$rc" = 0 ] || cat "$OUT/client-pp.log"
+check "pp-echo" "$rc" "3 echoes from 127.0.0.2 through haproxy with send-proxy-v2: exit $rc"
+seen="$(count_in "$PPLOG" "PROXY header: client 127.0.0.2:")"
+opened="$(grep -c -E '127\.0\.0\.2:[0-9]+: open /ws' "$PPLOG" || true)"
+ok=1
+[ "$seen" -ge 3 ] && [ "$opened" -ge 3 ] && ok=0
+check "pp-client-address" "$ok" "wsloop saw the client 127.0.0.2: $seen headers, $opened opens"
+hc=0
+for _ in $(seq 50); do
+    hc="$(count_in "$PPLOG" "answered over HTTP with 200")"
+    [ "$hc" -gt 0 ] && break
+    sleep 0.1
+done
+ok=1
+[ "$hc" -gt 0 ] && ! grep -q -F "no valid PROXY header" "$PPLOG" && ok=0
+check "pp-health-check" "$ok" "haproxy's /readyz checks, with a PROXY header, answered 200: $hc"
+stop_pid "$HAPROXY_PP_PID" TERM
+kill -TERM "$PP_PID"
+rc=0
+wait "$PP_PID" || rc=$?
+check "wsloop-pp-sigterm" "$rc" "exit status on SIGTERM: $rc"
+
 # --- 5. the systemd unit --------------------------------------------------------------
 if command -v systemd-analyze >/dev/null; then
     # A copy whose ExecStart names the binary built here (verify wants it to exist).
     mkdir -p "$TMPD/unit"
     sed "s|/usr/local/bin/wsloop|$WSLOOP|" contrib/wsloop@.service >"$TMPD/unit/wsloop@.service"
+    cp contrib/wsloop.socket "$TMPD/unit/"
     rc=0
-    out="$(cd "$TMPD/unit" && timeout 30 systemd-analyze verify --man=no "$TMPD/unit/wsloop@0.service" 2>&1)" || rc=$?
+    out="$(cd "$TMPD/unit" && timeout 30 systemd-analyze verify --man=no "$TMPD/unit/wsloop@0.service" "$TMPD/unit/wsloop.socket" 2>&1)" || rc=$?
     if [ -n "$out" ]; then
         echo "$out"
         [ "$rc" != 0 ] || rc=1   # any complaint fails, not only a non-zero exit
     fi
-    check "systemd-unit" "$rc" "systemd-analyze verify wsloop@0.service: exit $rc, $(echo -n "$out" | grep -c '' || true) lines of complaints"
+    check "systemd-unit" "$rc" "systemd-analyze verify wsloop@0.service wsloop.socket: exit $rc, $(echo -n "$out" | grep -c '' || true) lines of complaints"
 else
     echo "SKIP systemd-unit: systemd-analyze not installed"
 fi
