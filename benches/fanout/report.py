@@ -76,8 +76,8 @@ def main(path):
                 f"| {fmt(med(num(d, 'client_cpu_pct') for d in ds))} |"
             )
 
-    print("\n| server | sustained rate (median; per round) | deliveries/s at it | server CPU µs/delivery at it | vs raw (sustained deliveries/s) |")
-    print("|---|---|---|---|---|")
+    print("\n| server | sustained rate (median; per round) | deliveries/s at it | server CPU µs/delivery at it | vs raw (sustained deliveries/s) | vs raw-cork |")
+    print("|---|---|---|---|---|---|")
     summary = {}
     for name in order:
         rates = [num(d, "sustained_rate") for d in results[name] if "sustained_rate" in d]
@@ -92,20 +92,23 @@ def main(path):
         summary_line = f"| {name} | {fmt(sustained)} ({per_round}) | {fmt(dps)} | {fmt(cpu, 3)} |"
         summary[name + ":line"] = summary_line
     raw = summary.get("raw")
+    cork = summary.get("raw-cork")
     for name in order:
-        ratio = "–"
-        if raw and summary.get(name):
-            ratio = f"{summary[name] / raw:.2f}"
-        print(summary[name + ":line"] + f" {ratio} |")
+        ratio = []
+        for ref in (raw, cork):
+            ratio.append(f"{summary[name] / ref:.2f}" if ref and summary.get(name) else "–")
+        print(summary[name + ":line"] + f" {ratio[0]} | {ratio[1]} |")
 
-    # CPU per delivery against raw at the same rate, where both passed
-    both = sorted({r for (n, r) in steps if n == "raw"} & {r for (n, r) in steps if n == "wsloop"})
-    if both:
-        print("\n| rate | wsloop CPU µs/delivery | raw CPU µs/delivery | wsloop / raw |")
+    # CPU per delivery against the raw limits at the same rate
+    for ref in ("raw", "raw-cork"):
+        both = sorted({r for (n, r) in steps if n == ref} & {r for (n, r) in steps if n == "wsloop"})
+        if not both:
+            continue
+        print(f"\n| rate | wsloop CPU µs/delivery | {ref} CPU µs/delivery | wsloop / {ref} |")
         print("|---|---|---|---|")
         for rate in both:
             a = med(num(d, "cpu_us_per_delivery") for d in steps[("wsloop", rate)])
-            b = med(num(d, "cpu_us_per_delivery") for d in steps[("raw", rate)])
+            b = med(num(d, "cpu_us_per_delivery") for d in steps[(ref, rate)])
             ratio = f"{a / b:.2f}" if a and b else "–"
             print(f"| {rate} | {fmt(a, 3)} | {fmt(b, 3)} | {ratio} |")
 

@@ -17,7 +17,9 @@
 #     delivered (the last step that passed is the sustained rate).
 # Servers: wsloop (examples/fanout.rs: topics, publish once), raw (the
 # physical limit: `fanout raw`, the same pre-built frame written to every
-# socket, one write each), node (Node `ws`, clients.forEach(send), pinned in
+# socket, one write each per message), raw-cork (`fanout raw --cork`: the
+# frames of all messages read in one loop turn joined, one write per socket
+# per turn: the limit for a server that corks, as wsloop does), node (Node `ws`, clients.forEach(send), pinned in
 # benches/fanout/node, installed with `npm ci`), tokio (tokio-tungstenite +
 # tokio::sync::broadcast, current_thread), gorilla (not written: skipped).
 # A server whose toolchain is missing is skipped with a message.
@@ -26,13 +28,13 @@
 # after, loadgen idle processes of at most 9,500 connections) each subscribed
 # to 0, 1 and 10 topics (the same topics for every connection).
 #
-# Environment (defaults in brackets): SERVERS ["wsloop raw node tokio gorilla"],
-# ROUNDS [3], SUBS [10000], SUB_PROCS [4], RATES [10,20,50,100,200,400],
+# Environment (defaults in brackets): SERVERS ["wsloop raw raw-cork node tokio gorilla"],
+# ROUNDS [3], SUBS [10000], SUB_PROCS [4], RATES [10,20,50,100,200,400,800,1600],
 # STEP [5] (seconds per rate), MEMORY [1], MEM_N [19000], MEM_TOPICS ["0 1 10"],
 # PRIO [none] (rt: SCHED_FIFO, see lib.sh), OUT [benches/results/fanout-DATE].
 # Takes about 1.5 minutes per server and round, plus ~1 minute for memory.
 set -euo pipefail
-SERVERS=${SERVERS:-"wsloop raw node tokio gorilla"}
+SERVERS=${SERVERS:-"wsloop raw raw-cork node tokio gorilla"}
 source "$(dirname "$0")/../lib.sh"
 
 FAN_DIR=$BENCH_DIR/fanout
@@ -41,7 +43,7 @@ FAN_EXAMPLE=$ROOT/target/release/examples/fanout
 ROUNDS=${ROUNDS:-3}
 SUBS=${SUBS:-10000}
 SUB_PROCS=${SUB_PROCS:-4}
-RATES=${RATES:-10,20,50,100,200,400}
+RATES=${RATES:-10,20,50,100,200,400,800,1600}
 STEP=${STEP:-5}
 MEMORY=${MEMORY:-1}
 MEM_N=${MEM_N:-19000}
@@ -73,7 +75,7 @@ for s in $SERVERS; do
             log "SKIP wsloop: build of examples/fanout.rs failed"
         fi
         ;;
-    raw | tokio) AVAILABLE="$AVAILABLE $s" ;;
+    raw | raw-cork | tokio) AVAILABLE="$AVAILABLE $s" ;;
     node)
         if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
             log "SKIP node: node and npm are not installed"
@@ -90,7 +92,7 @@ for s in $SERVERS; do
             log "SKIP gorilla: go is not installed"
         fi
         ;;
-    *) log "unknown server $s (known: wsloop raw node tokio gorilla)" ;;
+    *) log "unknown server $s (known: wsloop raw raw-cork node tokio gorilla)" ;;
     esac
 done
 AVAILABLE=${AVAILABLE# }
@@ -102,6 +104,7 @@ fan_port() {
     raw) echo $((BASE_PORT + 22)) ;;
     node) echo $((BASE_PORT + 23)) ;;
     tokio) echo $((BASE_PORT + 24)) ;;
+    raw-cork) echo $((BASE_PORT + 25)) ;;
     esac
 }
 
@@ -112,6 +115,7 @@ start_fan() {
     case $name in
     wsloop) "${pin[@]}" "$FAN_EXAMPLE" "$ADDR" 2>"$logf" >/dev/null & ;;
     raw) "${pin[@]}" "$FANOUT" raw --listen "$ADDR" 2>"$logf" >/dev/null & ;;
+    raw-cork) "${pin[@]}" "$FANOUT" raw --cork --listen "$ADDR" 2>"$logf" >/dev/null & ;;
     node) "${pin[@]}" node "$FAN_DIR/node/server.js" "$ADDR" 2>"$logf" >/dev/null & ;;
     tokio) "${pin[@]}" "$BIN/tokio-fanout" --listen "$ADDR" 2>"$logf" >/dev/null & ;;
     esac

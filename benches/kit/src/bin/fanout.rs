@@ -23,11 +23,14 @@
 //!     subscribers' CPU, p50/p99/max latency. Stops after the first step
 //!     whose p99 exceeds --p99-limit or that delivers less than
 //!     --min-delivered, then sends `END` and prints `RESULT`.
-//!   raw --listen 127.0.0.1:P
+//!   raw --listen 127.0.0.1:P [--cork]
 //!     The physical limit: a real upgrade (101 with the accept key), then each
 //!     message from a publisher (a connection without `topic=` in its request
 //!     line) is framed once and the same bytes written to every subscriber,
-//!     one write() each; only what a socket does not take is buffered.
+//!     one write() each; only what a socket does not take is buffered. With
+//!     --cork, the frames of all messages read in one loop turn are joined
+//!     and go to each subscriber in one write (what a corking server can
+//!     reach: one write per socket per turn, however many messages).
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -710,6 +713,7 @@ fn send_raw(c: &mut RawConn, frame: &[u8]) -> bool {
 
 fn run_raw(args: &Args) {
     let listen = args.get("listen").unwrap_or("127.0.0.1:9001").to_string();
+    let cork = args.has("cork");
     args.finish();
     let addr = listen
         .parse()
@@ -844,7 +848,12 @@ fn run_raw(args: &Args) {
                     }
                 }
             }
-            // fan out what the publisher sent, message by message
+            if cork && frames.len() > 1 {
+                let joined = frames.concat();
+                frames.clear();
+                frames.push(joined);
+            }
+            // fan out what the publisher sent, message by message (or corked)
             for f in frames.drain(..) {
                 for &s in &subs {
                     if let Some(sc) = conns.get_mut(s)
