@@ -28,10 +28,15 @@
 # after, loadgen idle processes of at most 9,500 connections) each subscribed
 # to 0, 1 and 10 topics (the same topics for every connection).
 #
+# Then (PROFILE=1, needs perf) where the server's time goes: wsloop (built
+# with --profile profiling) and raw-cork at PROFILE_RATE msgs/s for
+# PROFILE_SECS: `perf record -e cpu-clock -g` on the server for 3 s, then
+# `perf stat` of its task-clock and write/writev/epoll_wait syscalls for 3 s.
 # Environment (defaults in brackets): SERVERS ["wsloop raw raw-cork node tokio gorilla"],
 # ROUNDS [3], SUBS [10000], SUB_PROCS [4], RATES [10,20,50,100,200,400,800,1600],
 # STEP [5] (seconds per rate), MEMORY [1], MEM_N [19000], MEM_TOPICS ["0 1 10"],
-# PRIO [none] (rt: SCHED_FIFO, see lib.sh), OUT [benches/results/fanout-DATE].
+# PRIO [none] (rt: SCHED_FIFO, see lib.sh), OUT [benches/results/fanout-DATE],
+# PROFILE [0], PROFILE_RATE [200], PROFILE_SECS [12].
 # Takes about 1.5 minutes per server and round, plus ~1 minute for memory.
 set -euo pipefail
 SERVERS=${SERVERS:-"wsloop raw raw-cork node tokio gorilla"}
@@ -46,6 +51,11 @@ SUB_PROCS=${SUB_PROCS:-4}
 RATES=${RATES:-10,20,50,100,200,400,800,1600}
 STEP=${STEP:-5}
 MEMORY=${MEMORY:-1}
+PROFILE=${PROFILE:-0}
+PROFILE_RATE=${PROFILE_RATE:-200}
+PROFILE_SECS=${PROFILE_SECS:-12}
+# set by the profile pass: run_fan then runs perf on the server during the step
+PERF_TAG=
 MEM_N=${MEM_N:-19000}
 MEM_TOPICS=${MEM_TOPICS:-"0 1 10"}
 OUT=${OUT:-$BENCH_DIR/results/fanout-$(date +%Y%m%d-%H%M%S)}
@@ -176,9 +186,22 @@ run_fan() { # name round
         sleep 1
         local files
         files=$(IFS=,; echo "${stats[*]}")
+        local perf_pid=
+        if [ -n "$PERF_TAG" ]; then
+            # record before stat (see benches/profile.sh); chrt so that perf runs
+            # at all beside SCHED_FIFO clients
+            (
+                sleep 3
+                "${PERF_PRE[@]}" perf record -F 2000 -e cpu-clock -g -p "$SERVER_PID" -o "$OUT/$PERF_TAG.perf.data" -- sleep 3 2>/dev/null
+                "${PERF_PRE[@]}" perf stat -e task-clock,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendmsg,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom \
+                    -p "$SERVER_PID" -o "$OUT/$PERF_TAG.syscalls.txt" -- sleep 3
+            ) &
+            perf_pid=$!
+        fi
         "${RUNPRE[@]}" taskset -c "$CLIENT_CPU" "$FANOUT" pub --url "ws://$ADDR/ws?publish=bench" \
             --subs "$est" --stats "$files" --rates "$RATES" --step "${STEP}s" --server-pid "$SERVER_PID" \
             >"$OUT/$tag.pub.out" 2>"$OUT/$tag.pub.err" || true
+        [ -z "$perf_pid" ] || wait "$perf_pid" || true
         grep -E '^(STEP|RESULT)' "$OUT/$tag.pub.out" | while read -r line; do
             echo "$name $round $line subscribers=$est loadavg=$(loadavg | tr ' ' '/')" >>"$RESULTS"
             log "$name r$round: $(tr ' ' '\n' <<<"$line" | grep -E '^(rate|delivered_pct|deliveries_per_s|cpu_us_per_delivery|client_cpu_pct|p50_ms|p99_ms|sustained_rate)=' | tr '\n' ' ')"
@@ -260,6 +283,36 @@ if [ "$MEMORY" = 1 ] && [[ " $AVAILABLE " == *" wsloop "* ]]; then
         echo "$line established=$est loadavg=$(loadavg | tr ' ' '/')" | tee -a "$RESULTS" >&2
         stop_server
     done
+fi
+
+# ---- where the time goes (PROFILE=1)
+if [ "$PROFILE" = 1 ]; then
+    PERF_PRE=()
+    [ "$PRIO" = rt ] && PERF_PRE=(chrt -f 20)
+    if ! command -v perf >/dev/null; then
+        log "SKIP profile: perf not found (apt-get install linux-perf)"
+    else
+        log "building examples/fanout.rs with --profile profiling (release code with symbols)"
+        (cd "$ROOT" && cargo build --profile profiling --example fanout 2>&1 | tail -n 1) >&2
+        FAN_EXAMPLE=$ROOT/target/profiling/examples/fanout
+        RATES=$PROFILE_RATE
+        STEP=$PROFILE_SECS
+        for name in wsloop raw-cork; do
+            [[ " $AVAILABLE " == *" $name "* ]] || continue
+            PERF_TAG=profile.$name
+            run_fan "$name" profile
+            PERF_TAG=
+            {
+                echo "## $name at $PROFILE_RATE msgs/s to $SUBS subscribers: perf stat over 3 s"
+                awk '/task-clock/ { gsub(/,/, "", $1); printf "task-clock %.0f ms\n", $1 }
+                    /syscalls:sys_enter_/ { gsub(/,/, "", $1); if ($1 > 0) printf "%-36s %10d\n", $2, $1 }' \
+                    "$OUT/profile.$name.syscalls.txt" 2>/dev/null || true
+                echo "## top of the profile (self time)"
+                perf report -i "$OUT/profile.$name.perf.data" --no-children --sort dso,sym --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -n 30 || true
+                echo
+            } | tee "$OUT/profile.$name.summary.txt"
+        done
+    fi
 fi
 
 python3 "$FAN_DIR/report.py" "$RESULTS" | tee "$OUT/table.md"
