@@ -79,8 +79,8 @@ def main(path):
                 f"| {fmt(med(num(d, 'client_cpu_pct') for d in ds))} |"
             )
 
-    print("\n| server | sustained rate (median; per round) | deliveries/s at it | server CPU µs/delivery at it | vs raw (sustained deliveries/s) | vs raw-cork |")
-    print("|---|---|---|---|---|---|")
+    print("\n| server | sustained rate: last before the first failed step (median; per round) | highest rate passed (median; per round) | deliveries/s at the sustained rate | server CPU µs/delivery at it | vs raw (sustained deliveries/s) | vs raw-cork |")
+    print("|---|---|---|---|---|---|---|")
     summary = {}
     for name in order:
         rates = [num(d, "sustained_rate") for d in results[name] if "sustained_rate" in d]
@@ -92,7 +92,9 @@ def main(path):
             cpu = med(num(d, "cpu_us_per_delivery") for d in ds)
         summary[name] = dps
         per_round = ", ".join(fmt(r) for r in rates) or "–"
-        summary_line = f"| {name} | {fmt(sustained)} ({per_round}) | {fmt(dps)} | {fmt(cpu, 3)} |"
+        high = [num(d, "highest_passed") for d in results[name] if "highest_passed" in d]
+        high_s = f"{fmt(med(high))} ({', '.join(fmt(r) for r in high)})" if high else "–"
+        summary_line = f"| {name} | {fmt(sustained)} ({per_round}) | {high_s} | {fmt(dps)} | {fmt(cpu, 3)} |"
         summary[name + ":line"] = summary_line
     raw = summary.get("raw")
     cork = summary.get("raw-cork")

@@ -15,14 +15,19 @@
 //!   pub --url ws://127.0.0.1:P/ws?publish=T --subs N --stats F1,F2,..
 //!       --rates 10,20,50 [--step 5s] [--size 64] [--drain-max 10s]
 //!       [--server-pid PID] [--p99-limit 500ms] [--min-delivered 0.9]
+//!       [--stop-after-fails 2]
 //!     The publisher and judge: for each rate, sends text messages of --size
 //!     bytes at that fixed rate for --step, waits until the subscribers have
 //!     them all (or nothing more came for 1 s, or --drain-max), and prints a
 //!     `STEP` line: deliveries, % delivered, deliveries/s, server CPU per
 //!     delivery (/proc/PID/stat over the step and its drain), the
-//!     subscribers' CPU, p50/p99/max latency. Stops after the first step
-//!     whose p99 exceeds --p99-limit or that delivers less than
-//!     --min-delivered, then sends `END` and prints `RESULT`.
+//!     subscribers' CPU, p50/p99/max latency. A step fails when its p99
+//!     exceeds --p99-limit or it delivers less than --min-delivered; the run
+//!     stops after --stop-after-fails failed steps in a row, sends `END` and
+//!     prints `RESULT`: `sustained_rate`, the last rate before the first
+//!     failure, and `highest_passed`, the highest rate that passed at all
+//!     (they differ when a server fails in the step where it starts to batch
+//!     and then passes higher rates).
 //!   raw --listen 127.0.0.1:P [--cork]
 //!     The physical limit: a real upgrade (101 with the accept key), then each
 //!     message from a publisher (a connection without `topic=` in its request
@@ -548,6 +553,7 @@ fn run_pub(args: &Args) {
     let server_pid: Option<u32> = args.get("server-pid").and_then(|p| p.parse().ok());
     let p99_limit = args.dur("p99-limit", Duration::from_millis(500));
     let min_delivered: f64 = args.num("min-delivered", 0.9);
+    let stop_after: u32 = args.num("stop-after-fails", 2);
     args.finish();
     if subs == 0 || rates.is_empty() || rates.len() >= MAX_STEPS || rates.contains(&0) {
         die("need --subs > 0 and 1..31 non-zero --rates");
@@ -557,6 +563,9 @@ fn run_pub(args: &Args) {
     let mut frame = Vec::with_capacity(size + 16);
     let mut payload = Vec::with_capacity(size);
     let mut sustained = 0u64;
+    let mut highest = 0u64;
+    let mut failed_before = false;
+    let mut fails_in_a_row = 0u32;
     let mut best_dps = 0.0f64;
     for (i, &rate) in rates.iter().enumerate() {
         let step = i + 1; // step 0 is never used: a stray zero parses as step 0
@@ -654,15 +663,27 @@ fn run_pub(args: &Args) {
             ok as u8,
         );
         if !ok {
-            break;
+            failed_before = true;
+            fails_in_a_row += 1;
+            if fails_in_a_row >= stop_after.max(1) {
+                break;
+            }
+            continue;
         }
-        sustained = rate;
+        fails_in_a_row = 0;
+        if !failed_before {
+            sustained = rate;
+        }
+        highest = rate;
         best_dps = best_dps.max(dps);
     }
     frame.clear();
     client_frame(1, b"END", &mut frame);
     let _ = sock.write_all(&frame);
-    println!("RESULT mode=pub sustained_rate={sustained} best_deliveries_per_s={best_dps:.0}");
+    println!(
+        "RESULT mode=pub sustained_rate={sustained} highest_passed={highest} \
+         best_deliveries_per_s={best_dps:.0}"
+    );
 }
 
 // ---------------------------------------------------------------- raw
