@@ -20,7 +20,9 @@
 # physical limit: `fanout raw`, the same pre-built frame written to every
 # socket, one write each per message), raw-cork (`fanout raw --cork`: the
 # frames of all messages read in one loop turn joined, one write per socket
-# per turn: the limit for a server that corks, as wsloop does), node (Node `ws`, clients.forEach(send), pinned in
+# per turn: the limit for a server that corks, as wsloop does), raw-cork-iov
+# (not run by default: as raw-cork, but one writev with each frame's header
+# and payload as iovecs of their own, the layout of wsloop's queue), node (Node `ws`, clients.forEach(send), pinned in
 # benches/fanout/node, installed with `npm ci`), tokio (tokio-tungstenite +
 # tokio::sync::broadcast, current_thread), gorilla (not written: skipped).
 # A server whose toolchain is missing is skipped with a message.
@@ -29,18 +31,20 @@
 # after, loadgen idle processes of at most 9,500 connections) each subscribed
 # to 0, 1 and 10 topics (the same topics for every connection).
 #
-# Then (PROFILE=1, needs perf) where the server's time goes: wsloop (built
-# with --profile profiling) and raw-cork at PROFILE_RATE msgs/s for
+# Then (PROFILE=1, needs perf) where the server's time goes: PROFILE_SERVERS
+# (wsloop, built with --profile profiling, and raw-cork) at PROFILE_RATE msgs/s for
 # PROFILE_SECS: `perf record -e cpu-clock -g` on the server for 3 s, then
 # `perf stat` of its task-clock and write/writev/sendto/epoll_wait syscalls for 3 s.
 # Environment (defaults in brackets): SERVERS ["wsloop raw raw-cork node tokio gorilla"],
 # ROUNDS [3], SUBS [10000], SUB_PROCS [4], RATES [10,20,50,100,200,400,800,1600],
 # STEP [5] (seconds per rate), MEMORY [1], MEM_N [19000], MEM_TOPICS ["0 1 10"],
 # PRIO [none] (rt: SCHED_FIFO, see lib.sh), OUT [benches/results/fanout-DATE],
-# PROFILE [0], PROFILE_RATE [200], PROFILE_SECS [12].
+# PROFILE [0], PROFILE_SERVERS ["wsloop raw-cork"], PROFILE_RATE [200],
+# PROFILE_SECS [12].
 # Takes about 1.5 minutes per server and round, plus ~1 minute for memory.
 set -euo pipefail
 SERVERS=${SERVERS:-"wsloop raw raw-cork node tokio gorilla"}
+PROFILE_SERVERS=${PROFILE_SERVERS:-"wsloop raw-cork"}
 source "$(dirname "$0")/../lib.sh"
 
 FAN_DIR=$BENCH_DIR/fanout
@@ -86,7 +90,7 @@ for s in $SERVERS; do
             log "SKIP wsloop: build of examples/fanout.rs failed"
         fi
         ;;
-    raw | raw-cork | tokio) AVAILABLE="$AVAILABLE $s" ;;
+    raw | raw-cork | raw-cork-iov | tokio) AVAILABLE="$AVAILABLE $s" ;;
     node)
         if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
             log "SKIP node: node and npm are not installed"
@@ -103,7 +107,7 @@ for s in $SERVERS; do
             log "SKIP gorilla: go is not installed"
         fi
         ;;
-    *) log "unknown server $s (known: wsloop raw raw-cork node tokio gorilla)" ;;
+    *) log "unknown server $s (known: wsloop raw raw-cork raw-cork-iov node tokio gorilla)" ;;
     esac
 done
 AVAILABLE=${AVAILABLE# }
@@ -116,6 +120,7 @@ fan_port() {
     node) echo $((BASE_PORT + 23)) ;;
     tokio) echo $((BASE_PORT + 24)) ;;
     raw-cork) echo $((BASE_PORT + 25)) ;;
+    raw-cork-iov) echo $((BASE_PORT + 26)) ;;
     esac
 }
 
@@ -127,6 +132,7 @@ start_fan() {
     wsloop) "${pin[@]}" "$FAN_EXAMPLE" "$ADDR" 2>"$logf" >/dev/null & ;;
     raw) "${pin[@]}" "$FANOUT" raw --listen "$ADDR" 2>"$logf" >/dev/null & ;;
     raw-cork) "${pin[@]}" "$FANOUT" raw --cork --listen "$ADDR" 2>"$logf" >/dev/null & ;;
+    raw-cork-iov) "${pin[@]}" "$FANOUT" raw --cork-iov --listen "$ADDR" 2>"$logf" >/dev/null & ;;
     node) "${pin[@]}" node "$FAN_DIR/node/server.js" "$ADDR" 2>"$logf" >/dev/null & ;;
     tokio) "${pin[@]}" "$BIN/tokio-fanout" --listen "$ADDR" 2>"$logf" >/dev/null & ;;
     esac
@@ -298,7 +304,7 @@ if [ "$PROFILE" = 1 ]; then
         FAN_EXAMPLE=$ROOT/target/profiling/examples/fanout
         RATES=$PROFILE_RATE
         STEP=$PROFILE_SECS
-        for name in wsloop raw-cork; do
+        for name in $PROFILE_SERVERS; do
             [[ " $AVAILABLE " == *" $name "* ]] || continue
             PERF_TAG=profile.$name
             run_fan "$name" profile

@@ -28,14 +28,17 @@
 //!     failure, and `highest_passed`, the highest rate that passed at all
 //!     (they differ when a server fails in the step where it starts to batch
 //!     and then passes higher rates).
-//!   raw --listen 127.0.0.1:P [--cork]
+//!   raw --listen 127.0.0.1:P [--cork | --cork-iov]
 //!     The physical limit: a real upgrade (101 with the accept key), then each
 //!     message from a publisher (a connection without `topic=` in its request
 //!     line) is framed once and the same bytes written to every subscriber,
 //!     one write() each; only what a socket does not take is buffered. With
 //!     --cork, the frames of all messages read in one loop turn are joined
 //!     and go to each subscriber in one write (what a corking server can
-//!     reach: one write per socket per turn, however many messages).
+//!     reach: one write per socket per turn, however many messages). With
+//!     --cork-iov, the same but one writev per socket with each frame's
+//!     header and payload as iovecs of their own (the layout of a queue of
+//!     shared frames), to tell what gathering many small pieces costs.
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -95,9 +98,17 @@ fn client_frame(op: u8, payload: &[u8], out: &mut Vec<u8>) {
     out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
 }
 
-/// One complete frame at the start of `buf`: (opcode, payload range, mask,
-/// frame length), or None when more bytes are needed.
-fn parse_frame(buf: &[u8]) -> Option<(u8, usize, usize, Option<[u8; 4]>, usize)> {
+/// A complete frame at the start of a buffer.
+struct Frame {
+    op: u8,
+    /// where the payload starts; it ends where the frame does
+    start: usize,
+    end: usize,
+    mask: Option<[u8; 4]>,
+}
+
+/// The complete frame at the start of `buf`, or None when more bytes are needed.
+fn parse_frame(buf: &[u8]) -> Option<Frame> {
     if buf.len() < 2 {
         return None;
     }
@@ -125,7 +136,12 @@ fn parse_frame(buf: &[u8]) -> Option<(u8, usize, usize, Option<[u8; 4]>, usize)>
     if buf.len() < end {
         return None;
     }
-    Some((op, pos, end, mask, end))
+    Some(Frame {
+        op,
+        start: pos,
+        end,
+        mask,
+    })
 }
 
 fn parse_sources(args: &Args) -> Vec<IpAddr> {
@@ -251,8 +267,14 @@ fn drive_sub(c: &mut Sub, req: &[u8], buf: &mut [u8], st: &mut SubState) -> bool
             joined = Vec::new();
         }
         let mut off = 0;
-        while let Some((op, p0, p1, mask, flen)) = parse_frame(&data[off..]) {
-            let payload = &data[off + p0..off + p1];
+        while let Some(Frame {
+            op,
+            start,
+            end,
+            mask,
+        }) = parse_frame(&data[off..])
+        {
+            let payload = &data[off + start..off + end];
             let unmasked;
             let payload = match mask {
                 Some(m) => {
@@ -277,7 +299,7 @@ fn drive_sub(c: &mut Sub, req: &[u8], buf: &mut [u8], st: &mut SubState) -> bool
                 8 => return false,
                 _ => {}
             }
-            off += flen;
+            off += end;
         }
         c.carry.extend_from_slice(&data[off..]);
         drop(joined);
@@ -417,7 +439,7 @@ fn run_sub(args: &Args) {
         }
         let all_ended = st.ends >= conns.len();
         let end_waited = end_at.is_some_and(|t| now - t > Duration::from_secs(3));
-        if (ready && (all_ended || end_waited)) || (ready && now - ready_at > hold) {
+        if ready && (all_ended || end_waited || now - ready_at > hold) {
             break;
         }
     }
@@ -732,9 +754,28 @@ fn send_raw(c: &mut RawConn, frame: &[u8]) -> bool {
     true
 }
 
+/// Writes `iov` to a subscriber in one writev when nothing waits, else queues it.
+fn send_raw_iov(c: &mut RawConn, iov: &[std::io::IoSlice<'_>]) -> bool {
+    let mut skip = 0;
+    if c.pending.is_empty() {
+        match c.sock.write_vectored(iov) {
+            Ok(n) => skip = n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(_) => return false,
+        }
+    }
+    for s in iov {
+        let take = skip.min(s.len());
+        c.pending.extend_from_slice(&s[take..]);
+        skip -= take;
+    }
+    true
+}
+
 fn run_raw(args: &Args) {
     let listen = args.get("listen").unwrap_or("127.0.0.1:9001").to_string();
     let cork = args.has("cork");
+    let cork_iov = args.has("cork-iov");
     args.finish();
     let addr = listen
         .parse()
@@ -843,11 +884,17 @@ fn run_raw(args: &Args) {
                     Role::Pub(inb) => {
                         inb.extend_from_slice(&buf[..n]);
                         let mut off = 0;
-                        while let Some((op, p0, p1, mask, flen)) = parse_frame(&inb[off..]) {
+                        while let Some(Frame {
+                            op,
+                            start,
+                            end,
+                            mask,
+                        }) = parse_frame(&inb[off..])
+                        {
                             if op == 1 || op == 2 {
                                 // the server frame: unmasked, same opcode, built once
                                 let m = mask.unwrap_or([0; 4]);
-                                let payload = &inb[off + p0..off + p1];
+                                let payload = &inb[off + start..off + end];
                                 let mut f = Vec::with_capacity(payload.len() + 10);
                                 f.push(0x80 | op);
                                 let len = payload.len();
@@ -863,11 +910,28 @@ fn run_raw(args: &Args) {
                                 f.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
                                 frames.push(f);
                             }
-                            off += flen;
+                            off += end;
                         }
                         inb.drain(..off);
                     }
                 }
+            }
+            if cork_iov && !frames.is_empty() {
+                let mut iov = Vec::with_capacity(2 * frames.len());
+                for f in &frames {
+                    // header and payload apart (2-byte headers: small frames only)
+                    let h = 2.min(f.len());
+                    iov.push(std::io::IoSlice::new(&f[..h]));
+                    iov.push(std::io::IoSlice::new(&f[h..]));
+                }
+                for &s in &subs {
+                    if let Some(sc) = conns.get_mut(s)
+                        && !send_raw_iov(sc, &iov)
+                    {
+                        dead.push(s);
+                    }
+                }
+                frames.clear();
             }
             if cork && frames.len() > 1 {
                 let joined = frames.concat();

@@ -34,6 +34,8 @@ async fn main() {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut is_sub = false;
+            // the error type is tungstenite's ErrorResponse, fixed by its Callback trait
+            #[allow(clippy::result_large_err)]
             let cb = |req: &Request, resp: Response| {
                 is_sub = req.uri().query().is_some_and(|q| q.contains("topic="));
                 Ok(resp)
