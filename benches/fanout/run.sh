@@ -36,12 +36,12 @@
 # PROFILE_SECS: `perf record -e cpu-clock -g` on the server for 3 s, then
 # `perf stat` of its task-clock and write/writev/sendto/epoll_wait syscalls for 3 s.
 # Environment (defaults in brackets): SERVERS ["wsloop raw raw-cork node tokio gorilla"],
-# ROUNDS [3], SUBS [10000], SUB_PROCS [4], RATES [10,20,50,100,200,400,800,1600],
+# ROUNDS [3], SUBS [10000], SUB_PROCS [4], RATES [2,5,10,20,50,100,200,400,800,1600],
 # STEP [5] (seconds per rate), MEMORY [1], MEM_N [19000], MEM_TOPICS ["0 1 10"],
 # PRIO [none] (rt: SCHED_FIFO, see lib.sh), OUT [benches/results/fanout-DATE],
 # PROFILE [0], PROFILE_SERVERS ["wsloop raw-cork"], PROFILE_RATE [200],
 # PROFILE_SECS [12].
-# Takes about 1.5 minutes per server and round, plus ~1 minute for memory.
+# Takes about 11 minutes with the defaults (3 rounds of 5 servers, then memory).
 set -euo pipefail
 SERVERS=${SERVERS:-"wsloop raw raw-cork node tokio gorilla"}
 PROFILE_SERVERS=${PROFILE_SERVERS:-"wsloop raw-cork"}
@@ -53,7 +53,7 @@ FAN_EXAMPLE=$ROOT/target/release/examples/fanout
 ROUNDS=${ROUNDS:-3}
 SUBS=${SUBS:-10000}
 SUB_PROCS=${SUB_PROCS:-4}
-RATES=${RATES:-10,20,50,100,200,400,800,1600}
+RATES=${RATES:-2,5,10,20,50,100,200,400,800,1600}
 STEP=${STEP:-5}
 MEMORY=${MEMORY:-1}
 PROFILE=${PROFILE:-0}
