@@ -34,7 +34,7 @@
 # Then (PROFILE=1, needs perf) where the server's time goes: PROFILE_SERVERS
 # (wsloop, built with --profile profiling, and raw-cork) at PROFILE_RATE msgs/s for
 # PROFILE_SECS: `perf record -e cpu-clock -g` on the server for 3 s, then
-# `perf stat` of its task-clock and write/writev/sendto/epoll_wait syscalls for 3 s.
+# `perf stat` of its task-clock and write/writev/sendto/epoll syscalls for 3 s.
 # Environment (defaults in brackets): SERVERS ["wsloop raw raw-cork node tokio gorilla"],
 # ROUNDS [3], SUBS [10000], SUB_PROCS [4], RATES [2,5,10,20,50,100,200,400,800,1600],
 # STEP [5] (seconds per rate), MEMORY [1], MEM_N [19000], MEM_TOPICS ["0 1 10"],
@@ -200,7 +200,7 @@ run_fan() { # name round
             (
                 sleep 3
                 "${PERF_PRE[@]}" perf record -F 2000 -e cpu-clock -g -p "$SERVER_PID" -o "$OUT/$PERF_TAG.perf.data" -- sleep 3 2>/dev/null
-                "${PERF_PRE[@]}" perf stat -e task-clock,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom \
+                "${PERF_PRE[@]}" perf stat -e task-clock,syscalls:sys_enter_write,syscalls:sys_enter_writev,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom \
                     -p "$SERVER_PID" -o "$OUT/$PERF_TAG.syscalls.txt" -- sleep 3
             ) &
             perf_pid=$!
