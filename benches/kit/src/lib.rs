@@ -1,6 +1,7 @@
 //! Shared helpers for the wsloop benchmark kit: argument parsing, durations,
 //! SHA-1/base64 for the WebSocket accept key, a log-linear latency histogram,
-//! and process CPU/rlimit helpers. Kept dependency-free apart from libc.
+//! process CPU/rlimit helpers, and the socket and HTTP bits the client and
+//! server binaries share. Kept dependency-free apart from libc and socket2.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -332,6 +333,105 @@ impl Hist {
             (self.sum / self.total as u128) as u64
         }
     }
+
+    /// The non-empty buckets as `index:count,...`, so that processes can hand
+    /// their histograms to one that merges them (see `merge_sparse`).
+    pub fn sparse(&self) -> String {
+        let mut s = String::new();
+        for (i, &c) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            if !s.is_empty() {
+                s.push(',');
+            }
+            s.push_str(&format!("{i}:{c}"));
+        }
+        s
+    }
+
+    /// Adds the buckets of a `sparse()` string; sum and max are taken from the
+    /// buckets' upper bounds (within the ~3 % of the buckets). Returns false on
+    /// a malformed string.
+    pub fn merge_sparse(&mut self, s: &str) -> bool {
+        for kv in s.split(',').filter(|kv| !kv.is_empty()) {
+            let Some((i, c)) = kv.split_once(':') else {
+                return false;
+            };
+            let (Ok(i), Ok(c)) = (i.parse::<usize>(), c.parse::<u64>()) else {
+                return false;
+            };
+            if i >= NBUCKETS {
+                return false;
+            }
+            self.counts[i] += c;
+            self.total += c;
+            self.sum += Self::upper(i) as u128 * c as u128;
+            self.max = self.max.max(Self::upper(i));
+        }
+        true
+    }
+}
+
+// ---------------------------------------------------------------- sockets and HTTP
+
+/// A non-blocking TCP connect to `target` (TCP_NODELAY), from source address
+/// `src` if given. Returns while the connect is still in progress.
+pub fn open_socket(
+    target: SocketAddr,
+    src: Option<IpAddr>,
+) -> std::io::Result<std::net::TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    s.set_tcp_nodelay(true)?;
+    if let Some(ip) = src {
+        // IP_BIND_ADDRESS_NO_PORT: pick the port at connect() time so the
+        // (src, dst) 4-tuple, not the source port alone, has to be unique
+        unsafe {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                &one as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        s.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match s.connect(&target.into()) {
+        Ok(()) => {}
+        Err(e)
+            if e.raw_os_error() == Some(libc::EINPROGRESS)
+                || e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(s.into())
+}
+
+/// Position of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The value of header `name` (any case) in an HTTP request or response head.
+pub fn header(head: &[u8], name: &str) -> Option<String> {
+    let s = std::str::from_utf8(head).ok()?;
+    for line in s.split("\r\n").skip(1) {
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().eq_ignore_ascii_case(name)
+        {
+            return Some(v.trim().to_string());
+        }
+    }
+    None
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process on the machine,
+/// so a timestamp written by one process can be compared in another.
+pub fn mono_ns() -> u64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 // ---------------------------------------------------------------- process helpers
@@ -425,6 +525,23 @@ mod tests {
             let i = Hist::index(v);
             assert!(Hist::upper(i) >= v && Hist::upper(i) < v + v / 16, "{v}");
         }
+    }
+
+    #[test]
+    fn sparse_round_trip() {
+        let mut a = Hist::new();
+        for v in [5u64, 5, 1000, 1 << 30] {
+            a.record(v);
+        }
+        let mut b = Hist::new();
+        assert!(b.merge_sparse(&a.sparse()));
+        assert!(b.merge_sparse(&a.sparse()));
+        assert_eq!(b.total, 8);
+        assert_eq!(b.quantile(0.25), 5);
+        assert_eq!(b.quantile(0.5), a.quantile(0.5));
+        assert!(b.quantile(1.0) >= 1 << 30);
+        assert!(!b.merge_sparse("x:1"));
+        assert!(!b.merge_sparse("999999:1"));
     }
 
     #[test]

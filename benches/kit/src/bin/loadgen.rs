@@ -840,37 +840,6 @@ fn drive(c: &mut Conn, sh: &mut Shared, ev_err: bool) -> Outcome {
 
 // ---------------------------------------------------------------- connecting
 
-fn open_socket(target: SocketAddr, src: Option<IpAddr>) -> std::io::Result<TcpStream> {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::for_address(target), Type::STREAM, None)?;
-    s.set_nonblocking(true)?;
-    s.set_tcp_nodelay(true)?;
-    if let Some(ip) = src {
-        // IP_BIND_ADDRESS_NO_PORT: pick the port at connect() time so the
-        // (src, dst) 4-tuple, not the source port alone, has to be unique
-        unsafe {
-            use std::os::fd::AsRawFd;
-            let one: libc::c_int = 1;
-            libc::setsockopt(
-                s.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_BIND_ADDRESS_NO_PORT,
-                &one as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
-        s.bind(&SocketAddr::new(ip, 0).into())?;
-    }
-    match s.connect(&target.into()) {
-        Ok(()) => {}
-        Err(e)
-            if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == ErrorKind::WouldBlock => {
-        }
-        Err(e) => return Err(e),
-    }
-    Ok(TcpStream::from_std(s.into()))
-}
-
 struct Client {
     poll: Poll,
     conns: Slab<Conn>,
@@ -899,7 +868,8 @@ impl Client {
         };
         self.started += 1;
         match open_socket(self.target, src) {
-            Ok(mut sock) => {
+            Ok(sock) => {
+                let mut sock = TcpStream::from_std(sock);
                 let e = self.conns.vacant_entry();
                 let tok = Token(e.key());
                 if self

@@ -9,7 +9,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::io::{ErrorKind, Read, Write};
-use wsloop_bench_kit::{Args, raise_nofile, ws_accept};
+use wsloop_bench_kit::{Args, find, header, raise_nofile, ws_accept};
 
 const LISTENER: Token = Token(usize::MAX);
 const MAX_REQ: usize = 8192;
@@ -174,20 +174,4 @@ fn drive(c: &mut Conn, buf: &mut [u8]) -> bool {
             return true;
         }
     }
-}
-
-fn find(h: &[u8], n: &[u8]) -> Option<usize> {
-    h.windows(n.len()).position(|w| w == n)
-}
-
-fn header(req: &[u8], name: &str) -> Option<String> {
-    let s = std::str::from_utf8(req).ok()?;
-    for line in s.split("\r\n").skip(1) {
-        if let Some((k, v)) = line.split_once(':')
-            && k.trim().eq_ignore_ascii_case(name)
-        {
-            return Some(v.trim().to_string());
-        }
-    }
-    None
 }

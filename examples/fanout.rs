@@ -1,0 +1,70 @@
+//! The server of the fan-out benchmark (`benches/fanout/run.sh`): topics and nothing
+//! else.
+//!
+//! ```text
+//! cargo run --release --example fanout -- [ADDR]    # default 127.0.0.1:8080
+//! ```
+//! * `ws://ADDR/ws?topic=a,b` subscribes the connection to topics `a` and `b`
+//!   (`?topic=` alone: no topic, for measuring an idle connection).
+//! * `ws://ADDR/ws?publish=a` makes a publisher: each text or binary message it sends
+//!   is published to topic `a` (framed once, shared by every subscriber's queue).
+//!
+//! It prints `listening on ws://ADDR/ws` on stderr and runs until killed.
+
+use std::collections::HashMap;
+use std::io::{self, ErrorKind};
+use wsloop::{Config, ConnId, Ctx, Handler, Message, Request, Server};
+
+#[derive(Default)]
+struct Fanout {
+    /// Publishers and the topic each one feeds.
+    publishers: HashMap<ConnId, String>,
+}
+
+/// The value of `key` in the request's query string, as is (names here are plain).
+fn query<'a>(path: &'a str, key: &str) -> Option<&'a str> {
+    let (_, q) = path.split_once('?')?;
+    q.split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+impl Handler for Fanout {
+    fn on_open(&mut self, ctx: &mut Ctx, conn: ConnId, request: &Request) {
+        if let Some(topic) = query(&request.path, "publish") {
+            self.publishers.insert(conn, topic.to_string());
+        } else if let Some(topics) = query(&request.path, "topic") {
+            for t in topics.split(',').filter(|t| !t.is_empty()) {
+                if let Err(e) = ctx.subscribe(conn, t) {
+                    eprintln!("subscribe {conn} to {t}: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message) {
+        if let Some(topic) = self.publishers.get(&conn) {
+            // A topic without subscribers is no error for a benchmark.
+            let _ = ctx.publish(topic, msg);
+        }
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx, conn: ConnId, _close: &wsloop::Close) {
+        self.publishers.remove(&conn);
+    }
+}
+
+fn main() -> io::Result<()> {
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let addr = addr
+        .parse::<std::net::SocketAddr>()
+        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
+    let server = Server::bind(addr, Config::default(), Fanout::default())?;
+    eprintln!(
+        "listening on ws://{}{}",
+        server.local_addr(),
+        server.config().path
+    );
+    server.run()
+}
