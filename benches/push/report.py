@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Table of medians for benches/push/run.sh: reads its results.txt (lines
 `LOAD.MODE.rROUND key=value ...`) and prints markdown: per load and mode the
-median over rounds of deliveries/s, server CPU us per delivery, p50/p99
-latency (ms), Full back-offs and load average, then the ratios thread/loop and
-tokio/thread of the medians."""
+median over rounds of deliveries/s, server CPU us per delivery and percent, p50/p99
+latency (ms), Full back-offs and load average, then the ratios thread/loop, thread/loop4k, tokio/thread
+and gorilla/thread of the medians."""
 import statistics
 import sys
 from collections import defaultdict
 
-KEYS = ["deliveries_per_s", "server_cpu_us_per_msg", "p50_us", "p99_us", "full",
+MODES = ["thread", "loop", "loop4k", "tokio", "gorilla"]
+KEYS = ["deliveries_per_s", "server_cpu_us_per_msg", "server_cpu_pct", "p50_us", "p99_us", "full",
         "echo_p50_us", "echo_p99_us", "secs", "loadavg"]
 
 
@@ -36,13 +37,13 @@ def main(path):
         return "-" if x is None else f"{x / scale:,.{nd}f}"
 
     print()
-    print("| load | server | runs | deliveries/s | server CPU µs/delivery | p50 ms | p99 ms "
+    print("| load | server | runs | deliveries/s | server CPU µs/delivery | server CPU % | p50 ms | p99 ms "
           "| Full back-offs | echo p50/p99 ms | load avg |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     loads = sorted({k[0] for k in list(runs) + list(failed)},
                    key=lambda x: ["max", "rate", "flood"].index(x) if x in ["max", "rate", "flood"] else 9)
     for load in loads:
-        for mode in ["thread", "loop", "tokio"]:
+        for mode in MODES:
             n = len(runs.get((load, mode), []))
             if not n and not failed.get((load, mode)):
                 continue
@@ -51,11 +52,12 @@ def main(path):
             runs_s = f"{n}" + (f" (+{failed[(load, mode)]} failed)" if failed.get((load, mode)) else "")
             print(f"| {load} | {mode} | {runs_s} | {f(med(load, mode, 'deliveries_per_s'))} "
                   f"| {f(med(load, mode, 'server_cpu_us_per_msg'), 1, 3)} "
+                  f"| {f(med(load, mode, 'server_cpu_pct'))} "
                   f"| {f(med(load, mode, 'p50_us'), 1000, 1)} | {f(med(load, mode, 'p99_us'), 1000, 1)} "
                   f"| {f(med(load, mode, 'full'))} | {echo} | {f(med(load, mode, 'loadavg'), 1, 1)} |")
     print()
     for load in loads:
-        for a, b in [("thread", "loop"), ("tokio", "thread")]:
+        for a, b in [("thread", "loop"), ("thread", "loop4k"), ("tokio", "thread"), ("gorilla", "thread")]:
             d = [med(load, m, "deliveries_per_s") for m in (a, b)]
             c = [med(load, m, "server_cpu_us_per_msg") for m in (a, b)]
             if None in d or None in c:

@@ -8,7 +8,11 @@
 # (0), the modes' order rotating every round:
 #   thread  a producer thread pushing through wsloop's Sender
 #   loop    the same messages sent from an application timer via Ctx::send
+#   loop4k  loop, but at most 4096 messages a timer: the batch the loop takes
+#           from Senders in one turn, to tell batching from the queue's cost
 #   tokio   tokio-tungstenite, current_thread runtime, an mpsc per client
+#   gorilla gorilla/websocket's hub pattern (hub.go), GOMAXPROCS=1; skipped
+#           with a message when Go or gorilla cannot be installed
 # Loads: "max" = MAX_MESSAGES as fast as accepted, "rate" = RATE_MESSAGES at
 # RATE messages/s; both to CLIENTS clients, 64-byte binary messages, round
 # robin. Then FLOOD_ROUNDS runs of the flood: 8 producer threads x 100,000
@@ -17,7 +21,7 @@
 #
 # Environment (defaults in brackets): ROUNDS [3], CLIENTS [1000],
 # MAX_MESSAGES [2000000], RATE [100000], RATE_MESSAGES [300000],
-# MODES ["thread loop tokio"], LOADS ["max rate"], FLOOD_ROUNDS [3],
+# MODES ["thread loop loop4k tokio gorilla"], LOADS ["max rate"], FLOOD_ROUNDS [3],
 # PRIO [none] (rt: SCHED_FIFO, see benches/lib.sh), OUT [benches/results/push-DATE]
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
@@ -28,7 +32,7 @@ CLIENTS=${CLIENTS:-1000}
 MAX_MESSAGES=${MAX_MESSAGES:-2000000}
 RATE=${RATE:-100000}
 RATE_MESSAGES=${RATE_MESSAGES:-300000}
-MODES=${MODES:-"thread loop tokio"}
+MODES=${MODES:-"thread loop loop4k tokio gorilla"}
 LOADS=${LOADS:-"max rate"}
 FLOOD_ROUNDS=${FLOOD_ROUNDS:-3}
 PORT=${PORT:-19310}
@@ -38,6 +42,19 @@ RESULTS=$OUT/results.txt
 
 log "building benches/push (release)"
 (cd "$PUSH" && cargo build --release --locked 2>&1 | tail -n 3) >&2 || { log "build failed"; exit 1; }
+# gorilla: lib.sh's build_gorilla installs Go and gorilla with apt-get when missing
+HUB_BIN=$PBIN/push-hub
+case " $MODES " in
+*" gorilla "*)
+    if build_gorilla && (cd "$PUSH" && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= \
+        GOCACHE="$KIT/target/gocache" go build -o "$HUB_BIN" hub.go) >&2; then
+        :
+    else
+        log "SKIP gorilla: Go or gorilla/websocket missing, or hub.go did not build"
+        MODES=$(tr ' ' '\n' <<<"$MODES" | grep -vx gorilla | tr '\n' ' ')
+    fi
+    ;;
+esac
 {
     echo "# push bench $(date -u +%FT%TZ) wsloop $(git -C "$ROOT" rev-parse --short HEAD) cpus server=$SERVER_CPU client=$CLIENT_CPU prio=$PRIO"
     echo "# busy before start: $(warn_if_busy)% of one core; loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -58,7 +75,12 @@ one_run() {
     local tag=$1 mode=$2 msgs=$3 rate=$4 prod=$5 conns=$6 i rc=0 line
     shift 6
     PORT=$((PORT + 1)) # never a port left in TIME_WAIT by the last run
-    "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$PBIN/push-server" --mode "$mode" \
+    local server=("$PBIN/push-server" --mode "$mode")
+    case $mode in
+    loop4k) server=("$PBIN/push-server" --mode loop --batch 4096) ;;
+    gorilla) server=(env GOMAXPROCS=1 "$HUB_BIN") ;;
+    esac
+    "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "${server[@]}" \
         --listen "127.0.0.1:$PORT" --messages "$msgs" --rate "$rate" --producers "$prod" \
         2>"$OUT/$tag.server.log" &
     SPID=$!
@@ -96,7 +118,7 @@ for load in $LOADS; do
     done
 done
 for round in $(seq 1 "$FLOOD_ROUNDS"); do
-    for mode in thread tokio; do
+    for mode in thread tokio gorilla; do
         case " $MODES " in *" $mode "*) ;; *) continue ;; esac
         one_run "flood.$mode.r$round" "$mode" 800000 0 8 100 --echo
     done

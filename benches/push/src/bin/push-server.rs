@@ -12,7 +12,7 @@
 //! Prints `listening on` when ready and `PRODUCED ...` once all M are handed over.
 //!
 //! Usage: push-server --mode thread|loop|tokio --listen 127.0.0.1:PORT
-//!        [--messages 1000000] [--rate 0] [--producers 1]
+//!        [--messages 1000000] [--rate 0] [--producers 1] [--batch 16384]
 
 use futures_util::{SinkExt, StreamExt};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,8 +23,10 @@ use wsloop::{Config, ConnId, Ctx, Handler, Message, Request, SendError, Server, 
 use wsloop_bench_kit::{Args, die, raise_nofile};
 use wsloop_push_bench::payload;
 
-/// In-loop producer with no rate: the most it sends per timer, as many as a
-/// `Sender`'s queue holds (the default `sender_queue`).
+/// In-loop producer with no rate: the most it sends per timer (--batch), by default
+/// as many as a `Sender`'s queue holds (the default `sender_queue`). The loop takes
+/// at most 4096 `Sender` requests a turn: `--batch 4096` gives the in-loop producer
+/// the same batches, to tell batching from the queue's own cost.
 const LOOP_BATCH: u64 = 16_384;
 /// In-loop producer with no rate: it stops a batch at a connection with this much
 /// output waiting, as the thread producer is stopped by a full queue.
@@ -37,6 +39,8 @@ struct Load {
     messages: u64,
     rate: u64,
     producers: u64,
+    /// loop mode without a rate: messages per timer
+    batch: u64,
 }
 
 /// Counters the producers share, printed as `PRODUCED` when the last one ends.
@@ -213,7 +217,7 @@ impl Handler for Hub {
             return;
         };
         let until = if load.rate == 0 {
-            load.messages.min(p.sent + LOOP_BATCH)
+            load.messages.min(p.sent + load.batch)
         } else {
             due(load.rate, load.messages, p.started.elapsed())
         };
@@ -363,6 +367,7 @@ fn main() {
         messages: args.num("messages", 1_000_000u64),
         rate: args.num("rate", 0u64),
         producers: args.num("producers", 1u64).max(1),
+        batch: args.num("batch", LOOP_BATCH).max(1),
     };
     args.finish();
     raise_nofile();
