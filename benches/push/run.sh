@@ -13,6 +13,8 @@
 #   tokio   tokio-tungstenite, current_thread runtime, an mpsc per client
 #   gorilla gorilla/websocket's hub pattern (hub.go), GOMAXPROCS=1; skipped
 #           with a message when Go or gorilla cannot be installed
+#   alt     thread mode of another push-server binary, $ALT_BIN (e.g. built
+#           against a modified wsloop), to try a change side by side
 # Loads: "max" = MAX_MESSAGES as fast as accepted, "rate" = RATE_MESSAGES at
 # RATE messages/s; both to CLIENTS clients, 64-byte binary messages, round
 # robin. Then FLOOD_ROUNDS runs of the flood: 8 producer threads x 100,000
@@ -22,7 +24,8 @@
 # Environment (defaults in brackets): ROUNDS [3], CLIENTS [1000],
 # MAX_MESSAGES [2000000], RATE [100000], RATE_MESSAGES [300000],
 # MODES ["thread loop loop4k tokio gorilla"], LOADS ["max rate"], FLOOD_ROUNDS [3],
-# PRIO [none] (rt: SCHED_FIFO, see benches/lib.sh), OUT [benches/results/push-DATE]
+# PRIO [none] (rt: SCHED_FIFO, see benches/lib.sh), OUT [benches/results/push-DATE],
+# ALT_BIN [] (mode alt)
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
 PUSH=$BENCH_DIR/push
@@ -79,6 +82,7 @@ one_run() {
     case $mode in
     loop4k) server=("$PBIN/push-server" --mode loop --batch 4096) ;;
     gorilla) server=(env GOMAXPROCS=1 "$HUB_BIN") ;;
+    alt) server=("${ALT_BIN:?set ALT_BIN to a push-server binary for mode alt}" --mode thread) ;;
     esac
     "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "${server[@]}" \
         --listen "127.0.0.1:$PORT" --messages "$msgs" --rate "$rate" --producers "$prod" \
