@@ -95,6 +95,9 @@ fn produce<T>(
     send: impl Fn(&T, Vec<u8>) -> Result<(), Push>,
 ) {
     let Ok(targets) = go.recv() else { return };
+    if targets.is_empty() {
+        return;
+    }
     let started = Instant::now();
     let n = share(load, k);
     let rate = load.rate / load.producers;
