@@ -1,7 +1,7 @@
 //! Chat rooms on topics: a model for building a protocol of your own.
 //!
 //! ```text
-//! cargo run --example chat -- [ADDR] [--redis redis://HOST:PORT]    # default 127.0.0.1:8080
+//! cargo run --example chat -- [ADDR] [--redis redis://HOST:PORT] [--idle-notice SECS]
 //! ```
 //! It prints `listening on ws://ADDR/ws` and runs until SIGINT/SIGTERM, then closes the
 //! members gracefully. Two processes share their rooms through Redis — in two
@@ -23,6 +23,8 @@
 //!   100 ms per room: `* alice, bob joined`, `* carol left` (past five names,
 //!   `* a, b, c, d, e and 7 more joined`). A newcomer sees its own name in one.
 //! * A binary message is refused: the sender is closed with 1003 ("text only").
+//! * A member who has said nothing for `--idle-notice` (300 s) is told so, privately:
+//!   `* you have said nothing for 300 s` — a timer per member, moved on every line.
 //!
 //! # Why topics
 //!
@@ -44,6 +46,9 @@ const MAX_NAME: usize = 32;
 const NOTICE_EVERY: Duration = Duration::from_millis(100);
 /// Names listed in one notice; the rest are counted.
 const NOTICE_NAMES: usize = 5;
+/// The timer that sends the pending notices; a member's idle timer has its own key.
+const NOTICES: u64 = 0;
+const IDLE: u64 = 1;
 
 /// A member: who, and in which room.
 struct Member {
@@ -64,13 +69,15 @@ struct Chat {
     pending: BTreeMap<String, Pending>,
     /// Numbers the `guest-N` names; never reused, unlike connection ids.
     guests: u64,
+    /// How long a member may say nothing before being told.
+    idle_notice: Duration,
 }
 
 impl Chat {
     /// Queues a join or leave notice; the first one arms the timer that sends them.
     fn notice(&mut self, ctx: &mut Ctx, member: &Member, joined: bool) {
         if self.pending.is_empty() {
-            let _ = ctx.set_timer(Timer::new(0), NOTICE_EVERY);
+            let _ = ctx.set_timer(Timer::new(NOTICES), NOTICE_EVERY);
         }
         let p = self.pending.entry(member.room.clone()).or_default();
         let names = if joined { &mut p.joined } else { &mut p.left };
@@ -106,6 +113,7 @@ impl Handler for Chat {
         }
         self.notice(ctx, &member, true);
         self.members.insert(conn, member);
+        let _ = ctx.set_timer(Timer::on(conn, IDLE), self.idle_notice);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message) {
@@ -116,6 +124,8 @@ impl Handler for Chat {
             Message::Text(text) => {
                 let line = format!("{}: {}", m.name, text.as_str());
                 let _ = ctx.publish(&m.room, Message::text(line));
+                // Setting an armed timer moves it: the idle clock starts again.
+                let _ = ctx.set_timer(Timer::on(conn, IDLE), self.idle_notice);
             }
             // The server answers pings itself; only binary reaches here besides text.
             _ => {
@@ -124,7 +134,15 @@ impl Handler for Chat {
         }
     }
 
-    fn on_timer(&mut self, ctx: &mut Ctx, _timer: Timer) {
+    fn on_timer(&mut self, ctx: &mut Ctx, timer: Timer) {
+        if let (IDLE, Some(conn)) = (timer.key, timer.conn) {
+            let secs = self.idle_notice.as_secs();
+            let _ = ctx.send(
+                conn,
+                Message::text(format!("* you have said nothing for {secs} s")),
+            );
+            return;
+        }
         for (room, p) in std::mem::take(&mut self.pending) {
             for (names, verb) in [(p.joined, "joined"), (p.left, "left")] {
                 if !names.is_empty() {
@@ -199,15 +217,24 @@ fn main() -> io::Result<()> {
     let bad = |what: String| io::Error::new(ErrorKind::InvalidInput, what);
     let mut cfg = Config::default();
     let mut addr = "127.0.0.1:8080".to_string();
+    let mut chat = Chat {
+        idle_notice: Duration::from_secs(300),
+        ..Chat::default()
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--redis" => cfg.redis = Some(args.next().ok_or_else(|| bad("--redis URL".into()))?),
+            "--idle-notice" => {
+                let secs = args.next().and_then(|s| s.parse().ok()).filter(|&s| s > 0);
+                let secs = secs.ok_or_else(|| bad("--idle-notice SECONDS (at least 1)".into()))?;
+                chat.idle_notice = Duration::from_secs(secs);
+            }
             _ => addr = arg,
         }
     }
     let addr: std::net::SocketAddr = addr.parse().map_err(|e| bad(format!("{addr}: {e}")))?;
-    let server = Server::bind(addr, cfg, Chat::default())?;
+    let server = Server::bind(addr, cfg, chat)?;
     println!(
         "listening on ws://{}{}",
         server.local_addr(),

@@ -239,3 +239,30 @@ fn joins_are_announced_in_batches() {
     }
     assert_eq!(left, CROWD);
 }
+
+#[test]
+fn a_quiet_member_is_told_and_a_talking_one_is_not() {
+    let ex = Example::start_with("chat", &["--idle-notice", "2"]);
+    let mut quiet = enter(&ex, "?name=quiet&room=idle", "quiet");
+    let mut talker = enter(&ex, "?name=talker&room=idle", "talker");
+    expect(&mut quiet, "* talker joined");
+    // The talker speaks every 500 ms, which moves its idle timer each time; the quiet
+    // member hears those lines, then its own notice after 2 s.
+    for i in 0..6 {
+        say(&mut talker, &format!("line {i}"));
+        expect(&mut talker, &format!("talker: line {i}"));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let mut heard = Vec::new();
+    loop {
+        match next(&mut quiet) {
+            Message::Text(t) if t.as_str() == "* you have said nothing for 2 s" => break,
+            Message::Text(t) => heard.push(t.as_str().to_owned()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(heard.iter().all(|l| l.starts_with("talker: line")), "{heard:?}");
+    // The talker heard its lines only: no notice came to it while it talked.
+    say(&mut talker, "last");
+    expect(&mut talker, "talker: last");
+}
