@@ -261,7 +261,10 @@ fn a_quiet_member_is_told_and_a_talking_one_is_not() {
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(heard.iter().all(|l| l.starts_with("talker: line")), "{heard:?}");
+    assert!(
+        heard.iter().all(|l| l.starts_with("talker: line")),
+        "{heard:?}"
+    );
     // The talker heard its lines only: no notice came to it while it talked.
     say(&mut talker, "last");
     expect(&mut talker, "talker: last");

@@ -5,6 +5,7 @@
 use super::handler::{ConnId, Timer};
 use crate::protocol::frame::{self, MAX_CONTROL};
 use crate::server::topics::Topics;
+use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 use tungstenite::Message;
@@ -133,44 +134,40 @@ fn wire_len(msg: &Message) -> usize {
     })
 }
 
-/// Which connections are open, by slot: a generation and an open bit per slot, and
-/// the bytes each had waiting at the loop's last look. The loop writes it; `Ctx`
+/// Which connections are open, by slot: a generation and an open bit per slot (4
+/// bytes: ids are what every idle connection pays for), and the bytes waiting for
+/// the connections that had any at the loop's last look. The loop writes it; `Ctx`
 /// reads it to answer at once whether an id is still good.
 #[derive(Debug, Default)]
 pub(crate) struct IdTable {
-    slots: Vec<IdSlot>,
+    /// The generation in the low 31 bits (it wraps there), and [`OPEN`].
+    slots: Vec<u32>,
+    /// Pending output by slot, for open connections that have some.
+    buffered: HashMap<u32, u32>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct IdSlot {
-    generation: u32,
-    open: bool,
-    buffered: u32,
-}
+/// The bit of a slot's generation word that says the connection is open.
+const OPEN: u32 = 1 << 31;
 
 impl IdTable {
     /// The id of the connection now in slot `key`.
     pub(crate) fn id(&mut self, key: usize) -> ConnId {
         if key >= self.slots.len() {
-            self.slots.resize(key + 1, IdSlot::default());
+            self.slots.resize(key + 1, 0);
         }
         ConnId {
             key: key as u32,
-            generation: self.slots[key].generation,
+            generation: self.slots[key] & !OPEN,
         }
     }
 
     pub(crate) fn is_open(&self, id: ConnId) -> bool {
-        self.slots
-            .get(id.key())
-            .is_some_and(|s| s.open && s.generation == id.generation)
+        self.slots.get(id.key()) == Some(&(id.generation | OPEN))
     }
 
     pub(crate) fn buffered(&self, id: ConnId) -> Option<usize> {
-        self.slots
-            .get(id.key())
-            .filter(|s| s.open && s.generation == id.generation)
-            .map(|s| s.buffered as usize)
+        self.is_open(id)
+            .then(|| self.buffered.get(&id.key).map_or(0, |&b| b as usize))
     }
 
     /// Records what the loop saw after a call into the connection in slot `key`;
@@ -179,19 +176,24 @@ impl IdTable {
         let Some(s) = self.slots.get_mut(key) else {
             return false;
         };
-        let closed = s.open && !open;
-        s.open = open;
-        s.buffered = u32::try_from(buffered).unwrap_or(u32::MAX);
+        let closed = *s & OPEN != 0 && !open;
+        *s = *s & !OPEN | if open { OPEN } else { 0 };
+        if open && buffered > 0 {
+            let b = u32::try_from(buffered).unwrap_or(u32::MAX);
+            self.buffered.insert(key as u32, b);
+        } else if !self.buffered.is_empty() {
+            self.buffered.remove(&(key as u32));
+        }
         closed
     }
 
     /// The slot is free: the next connection in it gets a new generation.
     pub(crate) fn release(&mut self, key: usize) {
         if let Some(s) = self.slots.get_mut(key) {
-            *s = IdSlot {
-                generation: s.generation.wrapping_add(1),
-                ..IdSlot::default()
-            };
+            *s = s.wrapping_add(1) & !OPEN;
+        }
+        if !self.buffered.is_empty() {
+            self.buffered.remove(&(key as u32));
         }
     }
 }

@@ -32,7 +32,7 @@ use busy::Busy;
 use compress::{Codec, Negotiated};
 use deadline::Stamp;
 use log::debug;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 use tungstenite::{Bytes, Message};
 
@@ -125,10 +125,49 @@ pub(crate) struct Env<'a, H> {
     pub(crate) codec: &'a mut Codec,
 }
 
+/// A peer's address in 20 bytes instead of `SocketAddr`'s 32: every idle connection
+/// holds one. IPv6 flow information and scope ids are dropped (logs, per-IP limits and
+/// `Request::peer` need neither).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer {
+    ip: [u8; 16],
+    port: u16,
+    v4: bool,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        let (ip, v4) = match addr.ip() {
+            IpAddr::V4(ip) => (ip.to_ipv6_mapped().octets(), true),
+            IpAddr::V6(ip) => (ip.octets(), false),
+        };
+        Peer {
+            ip,
+            port: addr.port(),
+            v4,
+        }
+    }
+
+    fn addr(self) -> SocketAddr {
+        let v6 = Ipv6Addr::from(self.ip);
+        let ip = match v6.to_ipv4_mapped() {
+            Some(v4) if self.v4 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        };
+        SocketAddr::new(ip, self.port)
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr().fmt(f)
+    }
+}
+
 /// One client connection.
 pub(crate) struct Conn<S> {
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     /// Accept time during the handshake, then the time of the last byte received.
     last_read: Stamp,
     phase: Phase,
@@ -161,7 +200,7 @@ impl<S: Transport> Conn<S> {
     ) -> Self {
         Conn {
             stream,
-            peer,
+            peer: Peer::new(peer),
             last_read: Stamp::at(now, epoch),
             phase: Phase::Handshake,
             flags: if over_limit { flag::OVER_LIMIT } else { 0 },
@@ -181,7 +220,7 @@ impl<S: Transport> Conn<S> {
     }
 
     pub(crate) fn peer(&self) -> SocketAddr {
-        self.peer
+        self.peer.addr()
     }
 
     pub(crate) fn is_dead(&self) -> bool {
@@ -510,12 +549,29 @@ impl<S: Transport> Conn<S> {
 mod tests {
     use super::*;
 
+    /// Peer addresses survive their compact form: v4, v6, and a v4-mapped v6 that
+    /// stays v6.
+    #[test]
+    fn peers_round_trip() {
+        for a in [
+            "127.0.0.1:80",
+            "[::1]:443",
+            "[::ffff:10.0.0.1]:9",
+            "[fe80::1]:65535",
+        ] {
+            let addr: SocketAddr = a.parse().unwrap();
+            assert_eq!(Peer::new(addr).addr(), addr);
+            assert_eq!(Peer::new(addr).to_string(), a);
+        }
+        assert!(std::mem::size_of::<Peer>() <= 20);
+    }
+
     /// An idle connection is this struct in the slab plus a wheel node: keep it small.
     #[test]
     fn idle_connection_is_small() {
         let size = std::mem::size_of::<Conn<crate::io::stream::Stream>>();
         // mio's sockets carry a selector id in debug builds only.
-        let limit = if cfg!(debug_assertions) { 72 } else { 64 };
+        let limit = if cfg!(debug_assertions) { 64 } else { 56 };
         assert!(size <= limit, "Conn is {size} bytes");
         let busy = std::mem::size_of::<Busy>();
         assert!(busy <= 512, "Busy is {busy} bytes");

@@ -59,7 +59,7 @@ impl<S: Transport> Conn<S> {
                 }
             };
             let over_limit = self.flags & flag::OVER_LIMIT != 0;
-            let peer = self.peer;
+            let peer = self.peer.addr();
             let busy = self.busy(now, env);
             let before = busy.partial.len();
             busy.partial.extend_from_slice(&scratch[..n]);
