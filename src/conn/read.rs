@@ -295,6 +295,25 @@ impl<S: Transport> Conn<S> {
             {
                 busy.partial.extend_from_slice(rest);
             }
+        } else if complete > 0
+            && let Some(end) = frame::frame_len(&busy.partial)
+            && let Some(take) = end.checked_sub(busy.partial.len())
+            && take <= complete
+        {
+            // The kept frame ends in this chunk: finish it, read the whole frames
+            // behind it where they are, and keep only the incomplete tail (each
+            // byte copied once, not the whole chunk appended and its tail split off).
+            busy.partial.extend_from_slice(&data[..take]);
+            let first = std::mem::take(&mut busy.partial);
+            self.read_owned(first, now, env);
+            let (frames, rest) = data[take..].split_at_mut(complete - take);
+            self.read_region(frames, now, env);
+            if error.is_none()
+                && self.reading()
+                && let Some(busy) = self.busy.as_deref_mut()
+            {
+                busy.partial.extend_from_slice(rest);
+            }
         } else {
             let prev = busy.partial.len();
             let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(0);

@@ -45,6 +45,21 @@ impl Head {
     }
 }
 
+/// The length (header and payload) of the frame whose header starts `bytes`, once
+/// the whole header is there; the payload may still be missing.
+pub(crate) fn frame_len(bytes: &[u8]) -> Option<usize> {
+    let (header_len, payload_len) = match *bytes.get(1)? & 0x7F {
+        126 => (
+            8,
+            u64::from(u16::from_be_bytes(*bytes.get(2..4)?.first_chunk()?)),
+        ),
+        127 => (14, u64::from_be_bytes(*bytes.get(2..10)?.first_chunk()?)),
+        len => (6, u64::from(len)),
+    };
+    bytes.get(..header_len)?;
+    header_len.checked_add(usize::try_from(payload_len).ok()?)
+}
+
 /// Reads the header at the start of `bytes`, which must begin with a whole frame the
 /// scanner approved (masked, lengths within limits). None if it does not, which the
 /// scanner rules out; callers treat it as a protocol error rather than trusting it.
@@ -171,6 +186,8 @@ mod tests {
             let head = read_head(&f).unwrap();
             assert_eq!(head.payload_len, len);
             assert_eq!(head.frame_len(), f.len());
+            assert_eq!(frame_len(&f[..head.header_len]), Some(f.len()));
+            assert_eq!(frame_len(&f[..head.header_len - 1]), None);
             assert!(head.is_final());
             assert_eq!(head.opcode(), OP_BINARY);
             let body = &mut f[head.header_len..];
