@@ -24,9 +24,10 @@ const RESERVE_AFTER: usize = 64 << 10;
 /// (it comes back to this one on the next turn).
 const READS_PER_TURN: u32 = 16;
 
-/// Bytes one connection may read per readiness event: a large message is taken in
-/// slices, so one sender of megabytes cannot hold the loop while others wait.
-const BYTES_PER_TURN: usize = 256 << 10;
+/// Bytes one connection may read per readiness event (as 16 scratch reads did before
+/// reads straight into a frame's buffer, which may be larger). 256 KiB was tried: at
+/// 1 MiB messages it cost 25 % more CPU per message and gained no tail latency.
+const BYTES_PER_TURN: usize = 2 << 20;
 
 /// A frame with at least this much payload still to come is read straight into its
 /// own buffer, not through the scratch buffer (a copy less); smaller rests come
