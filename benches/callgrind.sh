@@ -3,12 +3,19 @@
 # (wsloop's profiling build, or rawecho) runs under `valgrind --tool=callgrind`
 # during a bounded loadgen echo run (no warm-up); its whole run's instructions are
 # divided by the messages it echoed (wsloop's messages_in_total from its metrics
-# endpoint; loadgen's count for rawecho). Start-up and the handshakes are included
-# (about 2 M instructions, under 1 % of a run). callgrind_control's zero/dump was
+# endpoint; loadgen's count for rawecho). Start-up and the handshakes are included,
+# a fixed cost spread over the run's messages. callgrind_control's zero/dump was
 # tried for a warm-up window, but it missed whole runs of the large load.
 #
 #   benches/callgrind.sh                       # small, small-text, large against wsloop
 #   LOADS="small" SERVERS="wsloop rawecho" benches/callgrind.sh
+#   PROF=target/release/wsloop NO_BUILD=1 benches/callgrind.sh   # any wsloop binary
+#
+# Environment: SERVERS [wsloop], LOADS [small small-text large], SECS [6] seconds
+# of load per run, PROF [target/profiling/wsloop, built first unless NO_BUILD is
+# set] the wsloop binary (a stripped one gives the totals, not the per-function
+# listing in OUT/*.annotate.txt), OUT [benches/results/callgrind-DATE].
+# valgrind is installed with apt-get when missing (as root; about 30 s).
 #
 # Loads: small (32 B binary, 64 x 16), small-text (the same as text), 16k
 # (16 x 4), 64k (8 x 4), large (1 MiB, 8 x 2). User-space instructions only:
@@ -20,6 +27,10 @@ SECS=${SECS:-6}
 source "$(dirname "$0")/lib.sh"
 OUT=${OUT:-$BENCH_DIR/results/callgrind-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
+if ! command -v valgrind >/dev/null && [ "$(id -u)" = 0 ]; then
+    log "installing valgrind with apt-get"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind) >/dev/null 2>&1 || true
+fi
 command -v valgrind >/dev/null || { log "valgrind not found (apt-get install valgrind)"; exit 1; }
 [ -x "$LOADGEN" ] || (cd "$KIT" && cargo build --release --locked 2>&1 | tail -n 1) >&2
 PROF=${PROF:-$ROOT/target/profiling/wsloop}
