@@ -176,6 +176,59 @@ fn frames_in_pieces_are_echoed() {
     echo_ok(&mut ok, "frames in pieces").unwrap();
 }
 
+/// Large frames are read straight into their own buffers (after their first 64 KiB)
+/// while the frames behind them still come through the loop's shared buffer: every
+/// byte must land in the right message, whatever the split between the two paths.
+#[test]
+fn large_and_small_frames_back_to_back_are_echoed() {
+    let server = Server::start(&[]);
+    let mut s = upgraded(server.addr, &server.path);
+    let text = "héllo wörld € 𝄞 ".repeat(100_000); // 2.3 MB of multi-byte text
+    let big = pattern(3 << 20, 1);
+    let frag = pattern(700_000, 2);
+    let mut bytes = frame(0x81, text.as_bytes());
+    bytes.extend(frame(0x82, b"small"));
+    bytes.extend(frame(0x82, &big));
+    bytes.extend(frame(0x81, "é".as_bytes()));
+    bytes.extend(frame(0x02, &frag[..300_000]));
+    bytes.extend(frame(0x89, b"mid"));
+    bytes.extend(frame(0x80, &frag[300_000..]));
+    let mut w = s.try_clone().unwrap();
+    // Written by another thread: the echoes come back while the rest still goes out.
+    let writer = std::thread::spawn(move || {
+        for chunk in bytes.chunks(100_003) {
+            w.write_all(chunk).unwrap();
+        }
+    });
+    let (b0, payload) = read_data_frame(&mut s);
+    assert_eq!(b0, 0x81);
+    assert!(payload == text.as_bytes(), "large text echo differs");
+    expect_frame(&mut s, 0x82, b"small").unwrap();
+    let (b0, payload) = read_data_frame(&mut s);
+    assert_eq!(b0, 0x82);
+    assert!(payload == big, "large binary echo differs");
+    expect_frame(&mut s, 0x81, "é".as_bytes()).unwrap();
+    expect_frame(&mut s, 0x8A, b"mid").unwrap();
+    let (b0, payload) = read_data_frame(&mut s);
+    assert_eq!(b0, 0x82);
+    assert!(payload == frag, "fragmented large binary echo differs");
+    writer.join().unwrap();
+    s.write_all(&close_frame(1000, b"")).unwrap();
+    expect_close(&mut s, 1000).unwrap();
+}
+
+/// Invalid UTF-8 in the last byte of a large text frame, which arrives through the
+/// direct read path, still fails the connection with 1007.
+#[test]
+fn invalid_utf8_at_the_end_of_a_large_text_frame_is_1007() {
+    let server = Server::start(&[]);
+    let mut s = upgraded(server.addr, &server.path);
+    let mut text = text_pattern(1 << 20, 3).into_bytes();
+    *text.last_mut().unwrap() = 0xFF;
+    s.write_all(&frame(0x81, &text)).unwrap();
+    expect_close(&mut s, 1007).unwrap();
+}
+
 #[test]
 fn ping_gets_pong_with_same_payload() {
     let server = Server::start(&[]);

@@ -148,6 +148,8 @@ impl FrameScanner {
                 }
                 self.remaining -= n as u64;
                 pos += n;
+            } else if let Some(used) = self.whole_header(&bytes[pos..])? {
+                pos += used;
             } else {
                 self.header_byte(bytes[pos])?;
                 pos += 1;
@@ -183,6 +185,32 @@ impl FrameScanner {
     /// regardless of fragmentation.
     pub(crate) fn at_frame_boundary(&self) -> bool {
         self.header_left == 0 && self.remaining == 0
+    }
+
+    /// At a frame boundary with the whole header in `bytes`: reads it in one step (the
+    /// same checks, in the same order, as byte by byte) and returns its length. None
+    /// when the header is split across chunks: then it goes byte by byte.
+    fn whole_header(&mut self, bytes: &[u8]) -> Result<Option<usize>, ScanError> {
+        if self.header_left != 0 || bytes.len() < 2 {
+            return Ok(None);
+        }
+        let extended = match bytes[1] & 0x7F {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let len = 2 + extended + usize::from(MASK_LEN);
+        let Some(header) = bytes.get(..len) else {
+            return Ok(None);
+        };
+        self.read_byte0(header[0])?;
+        self.read_byte1(header[1])?;
+        for &b in &header[2..2 + extended] {
+            self.read_length_byte(b)?;
+        }
+        self.mask.copy_from_slice(&header[2 + extended..]);
+        self.header_left = 0;
+        Ok(Some(len))
     }
 
     fn header_byte(&mut self, b: u8) -> Result<(), ScanError> {
@@ -312,9 +340,26 @@ impl FrameScanner {
     }
 
     fn check_text(&mut self, masked: &[u8]) -> Result<(), ScanError> {
+        // Between characters, whole words of ASCII need no more than a look at their
+        // high bits: skip them eight bytes (a multiple of 4, so the mask stays
+        // aligned) at a time; the first non-ASCII word and all after it go through
+        // the validator.
+        let mut ascii = 0;
+        if self.utf8 == Utf8State::Accept {
+            let [m0, m1, m2, m3] = self.mask;
+            let wide = u64::from_ne_bytes([m0, m1, m2, m3, m0, m1, m2, m3]);
+            for word in masked.chunks_exact(8) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(word);
+                if (u64::from_ne_bytes(w) ^ wide) & 0x8080_8080_8080_8080 != 0 {
+                    break;
+                }
+                ascii += 8;
+            }
+        }
         // A multiple of 4 so every block starts at mask[0].
         let mut buf = [0u8; 64];
-        for block in masked.chunks(buf.len()) {
+        for block in masked[ascii..].chunks(buf.len()) {
             let plain = &mut buf[..block.len()];
             for (i, (p, &m)) in plain.iter_mut().zip(block).enumerate() {
                 *p = m ^ self.mask[i & 3];
@@ -675,6 +720,26 @@ mod tests {
         assert!(!s.between_messages());
         let second = frame(0x80, b"\x90\x80\x80", [1, 2, 3, 4]);
         assert_eq!(s.scan_e(&second[..7]), Err(ScanError::InvalidUtf8));
+    }
+
+    #[test]
+    fn ascii_words_then_anything_at_every_offset_and_split() {
+        // The ASCII fast path skips whole words: whatever follows them, wherever the
+        // chunks end, the verdict must be std's.
+        for at in 0..40 {
+            for tail in [&b"\xC3\xA9 ok"[..], b"\xFF", b"\xE2\x82", b"\xED\xA0\x80"] {
+                let mut msg = vec![b'a'; at];
+                msg.extend_from_slice(tail);
+                msg.extend_from_slice(b"0123456789abcdef");
+                let valid = std::str::from_utf8(&msg).is_ok();
+                let st = frame(0x81, &msg, KEY);
+                for size in [1, 3, 8, 13, st.len()] {
+                    let mut s = FrameScanner::new(MAX, MAX);
+                    let ok = st.chunks(size).all(|c| s.scan(c).is_ok());
+                    assert_eq!(ok, valid, "at {at}, tail {tail:?}, chunks of {size}");
+                }
+            }
+        }
     }
 
     #[test]
