@@ -54,6 +54,11 @@ enum Phase {
     Dead,
 }
 
+/// Frames from topics up to this size are copied into a subscriber's output rather
+/// than shared (benches/fanout: a shared segment per message cost its reference count
+/// and an iovec each, and made a flush several `writev`s past 64 messages).
+const COPY_SHARED_UP_TO: usize = 512;
+
 /// The reason a slow consumer is closed with.
 const SLOW: &str = "slow consumer: output over max_pending_output";
 
@@ -338,7 +343,7 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Queues a frame built once for many connections (a topic's message): its head,
-    /// and its body when large; both are shared, not copied.
+    /// and its body when large, shared rather than copied — unless the frame is small.
     pub(crate) fn queue_shared(
         &mut self,
         head: &Bytes,
@@ -353,8 +358,14 @@ impl<S: Transport> Conn<S> {
             busy.scanner.allow_compression(deflate);
             busy
         });
-        busy.out.push_shared(head.clone());
-        busy.out.push_shared(body.clone());
+        if body.is_empty() && head.len() <= COPY_SHARED_UP_TO {
+            // A small frame is cheaper copied than shared: no reference count to
+            // touch, and a turn's worth of them leaves in one contiguous slice.
+            busy.out.push_bytes(head);
+        } else {
+            busy.out.push_shared(head.clone());
+            busy.out.push_shared(body.clone());
+        }
     }
 
     /// What permessage-deflate this connection negotiated.
