@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use tungstenite::Message;
 
 /// Clients connected to the old process, shared among `WORKERS` threads.
-const CLIENTS: usize = 300;
-const WORKERS: usize = 6;
+const CLIENTS: usize = 2000;
+const WORKERS: usize = 8;
 const DRAIN_SECS: u64 = 3;
 
 #[derive(Default)]
