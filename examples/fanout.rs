@@ -2,12 +2,15 @@
 //! else.
 //!
 //! ```text
-//! cargo run --release --example fanout -- [ADDR]    # default 127.0.0.1:8080
+//! cargo run --release --example fanout -- [ADDR] [--redis URL]   # default 127.0.0.1:8080
 //! ```
 //! * `ws://ADDR/ws?topic=a,b` subscribes the connection to topics `a` and `b`
 //!   (`?topic=` alone: no topic, for measuring an idle connection).
 //! * `ws://ADDR/ws?publish=a` makes a publisher: each text or binary message it sends
 //!   is published to topic `a` (framed once, shared by every subscriber's queue).
+//!
+//! With `--redis URL` (feature `redis`) topics span every process on that Redis: the
+//! Redis path of the benchmark publishes on one process and subscribes on another.
 //!
 //! It prints `listening on ws://ADDR/ws` on stderr and runs until killed.
 
@@ -54,13 +57,19 @@ impl Handler for Fanout {
 }
 
 fn main() -> io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    let mut args = std::env::args().skip(1);
+    let mut addr = "127.0.0.1:8080".to_string();
+    let mut cfg = Config::default();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--redis" => cfg.redis = args.next(),
+            _ => addr = arg,
+        }
+    }
     let addr = addr
         .parse::<std::net::SocketAddr>()
         .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
-    let server = Server::bind(addr, Config::default(), Fanout::default())?;
+    let server = Server::bind(addr, cfg, Fanout::default())?;
     eprintln!(
         "listening on ws://{}{}",
         server.local_addr(),

@@ -24,7 +24,8 @@
 # (not run by default: as raw-cork, but one writev with each frame's header
 # and payload as iovecs of their own, the layout of wsloop's queue), node (Node `ws`, clients.forEach(send), pinned in
 # benches/fanout/node, installed with `npm ci`), tokio (tokio-tungstenite +
-# tokio::sync::broadcast, current_thread), gorilla (not written: skipped).
+# tokio::sync::broadcast, current_thread), gorilla (benches/fanout/hub.go: the hub
+# pattern of gorilla's chat example, GOMAXPROCS=1; Go from apt-get when missing).
 # A server whose toolchain is missing is skipped with a message.
 # Then (MEMORY=1) idle memory per subscription: wsloop's fanout server with
 # MEM_N idle connections (benches/memory.sh's method: VmRSS and Pss before and
@@ -101,10 +102,12 @@ for s in $SERVERS; do
         fi
         ;;
     gorilla)
-        if command -v go >/dev/null; then
-            log "SKIP gorilla: there is no hub-pattern server in benches/gorilla yet (only echo.go)"
+        # lib.sh's build_gorilla installs Go and gorilla/websocket with apt-get when missing.
+        if build_gorilla && (cd "$FAN_DIR" && GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= \
+            GOCACHE="$KIT/target/gocache" go build -o "$KIT/target/fanout-hub" hub.go) >&2; then
+            AVAILABLE="$AVAILABLE gorilla"
         else
-            log "SKIP gorilla: go is not installed"
+            log "SKIP gorilla: Go or gorilla/websocket missing, or hub.go did not build"
         fi
         ;;
     *) log "unknown server $s (known: wsloop raw raw-cork raw-cork-iov node tokio gorilla)" ;;
@@ -121,6 +124,7 @@ fan_port() {
     tokio) echo $((BASE_PORT + 24)) ;;
     raw-cork) echo $((BASE_PORT + 25)) ;;
     raw-cork-iov) echo $((BASE_PORT + 26)) ;;
+    gorilla) echo $((BASE_PORT + 27)) ;;
     esac
 }
 
@@ -135,6 +139,7 @@ start_fan() {
     raw-cork-iov) "${pin[@]}" "$FANOUT" raw --cork-iov --listen "$ADDR" 2>"$logf" >/dev/null & ;;
     node) "${pin[@]}" node "$FAN_DIR/node/server.js" "$ADDR" 2>"$logf" >/dev/null & ;;
     tokio) "${pin[@]}" "$BIN/tokio-fanout" --listen "$ADDR" 2>"$logf" >/dev/null & ;;
+    gorilla) GOMAXPROCS=1 "${pin[@]}" "$KIT/target/fanout-hub" "$ADDR" 2>"$logf" >/dev/null & ;;
     esac
     SERVER_PID=$!
     local i
