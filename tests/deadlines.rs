@@ -376,7 +376,7 @@ fn client_that_never_reads_is_dropped_at_write_timeout_with_bounded_memory() {
         report.echoes
     );
     assert!(
-        server.logged("write timeout"),
+        server.wait_logged("write timeout"),
         "the server should log the write timeout"
     );
     assert!(server.alive(), "the server exited");

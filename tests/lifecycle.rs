@@ -79,7 +79,7 @@ fn sigterm_closes_clients_with_1001_and_exits_0() {
         matches!(half.read(&mut buf), Ok(0) | Err(_)),
         "half-open handshake should be dropped at shutdown"
     );
-    assert!(server.logged("shutdown complete"));
+    assert!(server.wait_logged("shutdown complete"));
 }
 
 #[test]

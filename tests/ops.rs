@@ -238,7 +238,7 @@ fn sigterm_drains_spread_over_the_period_with_the_drain_code() {
     for t in threads {
         assert_eq!(t.join().unwrap(), Some(1012));
     }
-    assert!(server.logged("spread over 4s"));
+    assert!(server.wait_logged("spread over 4s"));
 }
 
 /// A client whose connection the process took just before SIGTERM is not reset: its
@@ -286,7 +286,7 @@ fn a_second_sigterm_or_a_sigint_ends_the_drain_at_once() {
         for t in threads {
             assert_eq!(t.join().unwrap(), Some(1001), "signal {second}");
         }
-        assert!(server.logged("during the drain"), "signal {second}");
+        assert!(server.wait_logged("during the drain"), "signal {second}");
     }
 }
 
@@ -314,7 +314,7 @@ fn socket_activation_serves_the_inherited_listener_and_its_backlog() {
     });
     let server = Server::start_with(activated(listener.as_raw_fd(), "1", 0), &[]);
     assert_eq!(server.addr, addr, "not the inherited socket");
-    assert!(server.logged("systemd passed"));
+    assert!(server.wait_logged("systemd passed"));
     early.join().unwrap();
     let mut ws = connect(server.url());
     assert_echo(&mut ws, Message::text("after start"));

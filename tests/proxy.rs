@@ -57,8 +57,7 @@ fn per_ip_limits_and_logs_see_the_client_named_by_the_header() {
     let (status, mut a) = through_proxy(&server, &v1("203.0.113.7:40000"));
     assert_eq!(status, 101);
     echoes(&mut a, b"v1");
-    assert!(wait_until(Duration::from_secs(5), || server
-        .logged("203.0.113.7:40000")));
+    assert!(server.wait_logged("203.0.113.7:40000"));
     // The same client through another proxy connection, in v2: over its limit.
     let same = v2("203.0.113.7:40001".parse().unwrap(), false);
     assert_eq!(through_proxy(&server, &same).0, 503);
@@ -66,7 +65,7 @@ fn per_ip_limits_and_logs_see_the_client_named_by_the_header() {
     let (status, mut c) = through_proxy(&server, &v2("198.51.100.9:5000".parse().unwrap(), false));
     assert_eq!(status, 101);
     echoes(&mut c, b"v2");
-    assert!(server.logged("198.51.100.9:5000"));
+    assert!(server.wait_logged("198.51.100.9:5000"));
     // LOCAL (a proxy's own health check) keeps the socket's address.
     let (status, mut d) = through_proxy(&server, &v2("0.0.0.0:0".parse().unwrap(), true));
     assert_eq!(status, 101);
@@ -112,8 +111,8 @@ fn missing_malformed_or_truncated_headers_drop_that_connection_alone() {
         );
         echoes(&mut healthy, name.as_bytes());
     }
-    assert!(server.logged("no valid PROXY header"));
-    assert!(server.logged("no PROXY header in time"));
+    assert!(server.wait_logged("no valid PROXY header"));
+    assert!(server.wait_logged("no PROXY header in time"));
 }
 
 #[test]

@@ -317,7 +317,7 @@ fn restart(how: Handover, newcomer_threads: usize) -> Report {
         errors: tally.errors.lock().unwrap().clone(),
         reconnected: tally.reconnected.load(Ordering::SeqCst),
         newcomers_ok: tally.new_ok.load(Ordering::SeqCst),
-        old_logged_spread: old.logged(&format!("spread over {DRAIN_SECS}s")),
+        old_logged_spread: old.wait_logged(&format!("spread over {DRAIN_SECS}s")),
     };
     let mode = match how {
         Handover::Inherited => "inherited socket",

@@ -85,7 +85,7 @@ fn wss_connect(
 fn echo_over_wss() {
     let certs = make_certs("echo");
     let server = start_tls(&certs);
-    assert!(server.logged("listening on wss://"));
+    assert!(server.wait_logged("listening on wss://"));
     let mut ws = wss_connect(&server, client_config(Some(&certs.cert_der))).expect("wss handshake");
     assert_echo(&mut ws, Message::text("over TLS"));
     let big: Vec<u8> = (0..(1 << 20) + 1).map(|i| (i % 251) as u8).collect();

@@ -148,6 +148,12 @@ impl Server {
         self.logs.lock().unwrap().iter().any(|l| l.contains(needle))
     }
 
+    /// Whether a log line contains `needle`, waiting up to 5 s for it: the log is read
+    /// from the server's stderr by a thread of its own, a little after the fact.
+    pub fn wait_logged(&self, needle: &str) -> bool {
+        wait_until(Duration::from_secs(5), || self.logged(needle))
+    }
+
     /// The value of `key=` in the start-up line (`max_connections=19900`, say).
     pub fn setting(&self, key: &str) -> Option<String> {
         // The log thread reports the address before it stores the line.
