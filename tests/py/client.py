@@ -15,12 +15,13 @@ import asyncio
 import random
 import sys
 import time
-import traceback
 from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+import runner
 
 # Largest message we send is 1 MiB + 1; websockets' default max_size is exactly 1 MiB.
 MAX_SIZE = 4 << 20
@@ -238,24 +239,7 @@ CHECKS = [
 async def main(url):
     print(f"python {sys.version.split()[0]}, websockets {websockets.__version__}, url {url}",
           flush=True)
-    passed = failed = 0
-    for name, check in CHECKS:
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                detail = await check(url)
-        except BaseException as e:  # noqa: B036  (a timeout is a failure too)
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            failed += 1
-            err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            print(f"FAIL {name}: {err}", flush=True)
-            traceback.print_exc(file=sys.stderr)
-        else:
-            passed += 1
-            print(f"PASS {name}: {detail}", flush=True)
-    print(f"python-websockets: {passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
-
+    return await runner.run("python-websockets", CHECKS, lambda check: check(url), CHECK_TIMEOUT)
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

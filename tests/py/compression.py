@@ -26,11 +26,12 @@ import asyncio
 import json
 import random
 import sys
-import traceback
 
 import websockets
 from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+import runner
 
 CHECK_TIMEOUT = 60.0
 SHARED = "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
@@ -162,24 +163,7 @@ CHECKS = {
 async def main(url, mode):
     print(f"python {sys.version.split()[0]}, websockets {websockets.__version__}, "
           f"url {url}, mode {mode}", flush=True)
-    passed = failed = 0
-    for name, check in CHECKS[mode]:
-        try:
-            async with asyncio.timeout(CHECK_TIMEOUT):
-                detail = await check(url, mode)
-        except BaseException as e:  # noqa: B036  (a timeout is a failure too)
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            failed += 1
-            err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            print(f"FAIL {name}: {err}", flush=True)
-            traceback.print_exc(file=sys.stderr)
-        else:
-            passed += 1
-            print(f"PASS {name}: {detail}", flush=True)
-    print(f"compression: {passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
-
+    return await runner.run("compression", CHECKS[mode], lambda check: check(url, mode), CHECK_TIMEOUT)
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[2] not in CHECKS:

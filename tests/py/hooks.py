@@ -15,10 +15,11 @@ Prints one line per check, `PASS name: detail` or `FAIL name: error`, then a clo
 
 import asyncio
 import sys
-import traceback
 
 import websockets
 from websockets.asyncio.client import connect
+
+import runner
 
 CHECK_TIMEOUT = 30.0
 
@@ -68,26 +69,9 @@ CHECKS = [
 
 async def main(url):
     print(f"websockets {websockets.__version__}, url {url}", flush=True)
-    passed = failed = 0
     # No keepalive pings of websockets' own: every ping here is a check's.
     async with connect(url, ping_interval=None, proxy=None, open_timeout=10) as ws:
-        for name, check in CHECKS:
-            try:
-                async with asyncio.timeout(CHECK_TIMEOUT):
-                    detail = await check(ws)
-            except BaseException as e:  # noqa: B036  (a timeout is a failure too)
-                if isinstance(e, KeyboardInterrupt):
-                    raise
-                failed += 1
-                err = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-                print(f"FAIL {name}: {err}", flush=True)
-                traceback.print_exc(file=sys.stderr)
-            else:
-                passed += 1
-                print(f"PASS {name}: {detail}", flush=True)
-    print(f"python-hooks: {passed} passed, {failed} failed", flush=True)
-    return 0 if failed == 0 else 1
-
+        return await runner.run("python-hooks", CHECKS, lambda check: check(ws), CHECK_TIMEOUT)
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
