@@ -13,7 +13,7 @@ use super::topics::{Change, Topics};
 use crate::app::ctx::{Command, ConnCommand, Ctx, IdTable, Timeouts, TopicLimits};
 use crate::app::handler::{ConnId, Handler};
 use crate::config::Config;
-use crate::conn::compress::{Codec, CompressionStats};
+use crate::conn::compress::{Codec, CompressionStats, Negotiated};
 use crate::conn::{Conn, Edge, Effects, Env, Pool};
 use crate::io::transport::Transport;
 use crate::protocol::frame::{self, FIN, OP_BINARY, OP_TEXT, RSV1};
@@ -71,6 +71,56 @@ impl SharedFrame {
                 body: payload,
                 payload_len,
             }
+        }
+    }
+}
+
+/// A topic's message on its way to the subscribers: framed once plain, and compressed
+/// once per window size among the subscribers that negotiated compression, when the
+/// first of them is met.
+struct Outgoing {
+    opcode: u8,
+    payload: Bytes,
+    plain: SharedFrame,
+    compressed: [Option<Option<SharedFrame>>; 8],
+}
+
+impl Outgoing {
+    fn new(opcode: u8, payload: Bytes) -> Outgoing {
+        let (header, used) = frame::header(FIN | opcode, payload.len());
+        Outgoing {
+            opcode,
+            plain: SharedFrame::new(&header[..used], payload.clone()),
+            payload,
+            compressed: Default::default(),
+        }
+    }
+
+    /// The frame for the subscriber in slot `key`, which negotiated `n`; a compressed
+    /// one goes into its history too.
+    fn frame_for(&mut self, codec: &mut Codec, n: Negotiated, key: u32) -> &SharedFrame {
+        let Outgoing {
+            opcode,
+            payload,
+            plain,
+            compressed,
+        } = self;
+        if !codec.wants(n, payload.len()) {
+            return plain;
+        }
+        let bits = Codec::window_bits(n).clamp(8, 15);
+        let made = compressed[usize::from(bits - 8)].get_or_insert_with(|| {
+            codec.deflate_shared(bits, payload).map(|body| {
+                let (header, used) = frame::header(FIN | RSV1 | *opcode, body.len());
+                SharedFrame::new(&header[..used], body.into())
+            })
+        });
+        match made {
+            Some(frame) => {
+                codec.sent_shared(n, key, payload, frame.payload_len);
+                frame
+            }
+            None => plain,
         }
     }
 }
@@ -557,11 +607,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
             // Refused when the command was made.
             _ => return,
         };
-        let (header, used) = frame::header(FIN | opcode, payload.len());
-        let plain = SharedFrame::new(&header[..used], payload.clone());
-        // Compressed once per window size among the subscribers that negotiated
-        // compression, made when the first of them is met.
-        let mut compressed: [Option<Option<SharedFrame>>; 8] = Default::default();
+        let mut out = Outgoing::new(opcode, payload);
         let hard_limit = self.cfg.max_pending_output.saturating_mul(HARD_FACTOR);
         let mut slow = Vec::new();
         let mut delivered = 0u64;
@@ -576,27 +622,7 @@ impl<S: Transport, H: Handler> Driver<S, H> {
                 slow.push(key);
                 continue;
             }
-            let n = slot.conn.negotiated();
-            let frame = match self.codec.wants(n, payload.len()) {
-                true => {
-                    let bits = Codec::window_bits(n).clamp(8, 15);
-                    let made = compressed[usize::from(bits - 8)].get_or_insert_with(|| {
-                        self.codec.deflate_shared(bits, &payload).map(|body| {
-                            let (header, used) = frame::header(FIN | RSV1 | opcode, body.len());
-                            SharedFrame::new(&header[..used], body.into())
-                        })
-                    });
-                    match made {
-                        Some(frame) => {
-                            self.codec
-                                .sent_shared(n, key as u32, &payload, frame.payload_len);
-                            &*frame
-                        }
-                        None => &plain,
-                    }
-                }
-                false => &plain,
-            };
+            let frame = out.frame_for(&mut self.codec, slot.conn.negotiated(), key as u32);
             slot.conn
                 .queue_shared(&frame.head, &frame.body, &mut self.pool, &self.cfg, now);
             delivered += 1;
@@ -605,40 +631,21 @@ impl<S: Transport, H: Handler> Driver<S, H> {
                 self.dirty.push(key);
             }
         }
-        self.stats.messages_out += delivered;
-        self.stats.bytes_out += delivered * payload.len() as u64;
-        self.stats.published += 1;
         // Over the limit before this one: the socket may take some now; if not, the
-        // subscriber is dropped, else it gets the message (plain: rare enough).
+        // subscriber is dropped, else it gets the message.
         for key in slow {
             if !self.drop_if_slow(key, now)
                 && let Some(slot) = self.slots.get_mut(key)
             {
-                let n = slot.conn.negotiated();
-                if n.is_on() && self.codec.wants(n, payload.len()) {
-                    // Its history must see the message the peer will inflate.
-                    let mut body = Vec::new();
-                    if self.codec.deflate(n, key as u32, &payload, &mut body) {
-                        let (header, used) = frame::header(FIN | RSV1 | opcode, body.len());
-                        let frame = SharedFrame::new(&header[..used], body.into());
-                        slot.conn.queue_shared(
-                            &frame.head,
-                            &frame.body,
-                            &mut self.pool,
-                            &self.cfg,
-                            now,
-                        );
-                        self.stats.messages_out += 1;
-                        self.stats.bytes_out += payload.len() as u64;
-                        continue;
-                    }
-                }
+                let frame = out.frame_for(&mut self.codec, slot.conn.negotiated(), key as u32);
                 slot.conn
-                    .queue_shared(&plain.head, &plain.body, &mut self.pool, &self.cfg, now);
-                self.stats.messages_out += 1;
-                self.stats.bytes_out += payload.len() as u64;
+                    .queue_shared(&frame.head, &frame.body, &mut self.pool, &self.cfg, now);
+                delivered += 1;
             }
         }
+        self.stats.messages_out += delivered;
+        self.stats.bytes_out += delivered * out.payload.len() as u64;
+        self.stats.published += 1;
     }
 
     /// Output from others stops at a hard bound: a connection whose unsent output is
