@@ -233,7 +233,6 @@ fn main() -> io::Result<()> {
             _ => addr = arg,
         }
     }
-    let addr: std::net::SocketAddr = addr.parse().map_err(|e| bad(format!("{addr}: {e}")))?;
     let server = Server::bind(addr, cfg, chat)?;
     println!(
         "listening on ws://{}{}",

@@ -15,7 +15,7 @@
 //! It prints `listening on ws://ADDR/ws` on stderr and runs until killed.
 
 use std::collections::HashMap;
-use std::io::{self, ErrorKind};
+use std::io;
 use wsloop::{Config, ConnId, Ctx, Handler, Message, Request, Server};
 
 #[derive(Default)]
@@ -66,9 +66,6 @@ fn main() -> io::Result<()> {
             _ => addr = arg,
         }
     }
-    let addr = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
     let server = Server::bind(addr, cfg, Fanout::default())?;
     eprintln!(
         "listening on ws://{}{}",

@@ -10,7 +10,7 @@
 //! Each client receives `rtt 0.21 ms` once a second (browsers and most clients answer
 //! pings by themselves).
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::time::{Duration, Instant};
 use wsloop::{Config, ConnId, Ctx, Handler, Message, Request, Server, Timer};
 
@@ -62,12 +62,10 @@ impl Handler for Heartbeat {
 }
 
 fn main() -> io::Result<()> {
+    // Server::bind parses it, and says what is wrong with a bad one.
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let addr = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
     let handler = Heartbeat {
         epoch: Instant::now(),
     };

@@ -16,7 +16,7 @@
 //! error). A malformed request is answered with an error and the connection stays open.
 
 use serde::{Deserialize, Serialize};
-use std::io::{self, ErrorKind};
+use std::io;
 use wsloop::json::{SendJson, from_message};
 use wsloop::{Config, ConnId, Ctx, Handler, Message, Server};
 
@@ -70,12 +70,10 @@ impl Handler for Calculator {
 }
 
 fn main() -> io::Result<()> {
+    // Server::bind parses it, and says what is wrong with a bad one.
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let addr = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
     let server = Server::bind(addr, Config::default(), Calculator)?;
     println!(
         "listening on ws://{}{}",

@@ -10,7 +10,7 @@
 //! It prints `listening on ws://ADDR/ws` and runs until SIGINT/SIGTERM. Each client
 //! receives `{"symbol":"WSL","price":100.25,"seq":1}` ten times a second.
 
-use std::io::{self, ErrorKind};
+use std::io;
 use std::time::Duration;
 use wsloop::{Config, ConnId, Ctx, Handler, Message, Request, SendError, Server};
 
@@ -28,12 +28,10 @@ impl Handler for Prices {
 }
 
 fn main() -> io::Result<()> {
+    // Server::bind parses it, and says what is wrong with a bad one.
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8080".into());
-    let addr = addr
-        .parse::<std::net::SocketAddr>()
-        .map_err(|e| io::Error::new(ErrorKind::InvalidInput, format!("{addr}: {e}")))?;
     let server = Server::bind(addr, Config::default(), Prices)?;
     println!("listening on ws://{}/ws", server.local_addr());
     let sender = server.sender();
