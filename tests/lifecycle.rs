@@ -166,39 +166,6 @@ fn sigterm_with_no_clients_exits_0_promptly() {
     );
 }
 
-/// Runs wsloop with `args` (on a free port), expecting it to exit on its own.
-fn run_expecting_exit(args: &[&str]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
-    // The bad flag comes last so it is not masked by a good one of the same name.
-    cmd.args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = Guard(cmd.spawn().expect("spawn"));
-    let status = wait_exit(&mut child.0, Duration::from_secs(10));
-    let Some(status) = status else {
-        panic!("wsloop {args:?} kept running instead of refusing its flags");
-    };
-    let mut out = String::new();
-    let mut err = String::new();
-    child
-        .0
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), out, err)
-}
-
 #[test]
 fn invalid_flags_exit_2_with_a_clear_message() {
     // (flags, words the message must contain)
@@ -226,7 +193,7 @@ fn invalid_flags_exit_2_with_a_clear_message() {
         (&["--no-such-flag"], &["--no-such-flag"]),
     ];
     for (args, words) in cases {
-        let (code, out, err) = run_expecting_exit(args);
+        let (code, out, err) = run_to_exit(Command::new(env!("CARGO_BIN_EXE_wsloop")), args);
         assert_eq!(code, Some(2), "{args:?}: exit code; stderr: {err}");
         assert!(
             out.is_empty(),

@@ -5,37 +5,9 @@
 
 mod common;
 
-use common::{Guard, Server, frame, read_close_code, read_frame, upgraded, wait_exit};
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
-
-/// Runs the binary with `args` on a free port; it must exit (bounded) on its own.
-/// Returns (exit code, stderr).
-fn run_expecting_exit(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Guard(
-        Command::new(env!("CARGO_BIN_EXE_wsloop"))
-            .args(["--listen", "127.0.0.1:0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn wsloop"),
-    );
-    let Some(status) = wait_exit(&mut child.0, Duration::from_secs(10)) else {
-        panic!("{args:?}: wsloop kept running instead of refusing its flags");
-    };
-    let mut err = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), err)
-}
+use common::{Server, frame, read_close_code, read_frame, run_to_exit, upgraded};
+use std::io::Write;
+use std::process::Command;
 
 /// The effective `key=` value in the server's start-up line.
 fn effective(server: &Server, key: &str) -> String {
@@ -118,7 +90,7 @@ fn max_frame_above_the_message_limit_exits_2() {
         (&["--max-frame", "0"], "at least 1 byte"),
     ];
     for (args, says) in cases {
-        let (code, err) = run_expecting_exit(args);
+        let (code, _, err) = run_to_exit(Command::new(env!("CARGO_BIN_EXE_wsloop")), args);
         assert_eq!(code, Some(2), "{args:?}: exit status; stderr: {err}");
         let first = err.lines().next().unwrap_or("");
         assert!(

@@ -9,7 +9,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -321,25 +321,9 @@ fn socket_activation_serves_the_inherited_listener_and_its_backlog() {
 }
 
 /// Runs a wsloop that must refuse its inherited sockets: exit 2 and `why` on stderr.
-fn refuses(mut cmd: Command, why: &str) {
-    let child = cmd
-        .args(["--listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Guard(child);
-    let status = wait_exit(&mut child.0, Duration::from_secs(10)).expect("wsloop kept running");
-    let mut err = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    assert_eq!(status.code(), Some(2), "{why}: {err}");
+fn refuses(cmd: Command, why: &str) {
+    let (code, _, err) = run_to_exit(cmd, &[]);
+    assert_eq!(code, Some(2), "{why}: {err}");
     assert!(err.contains(why), "expected {why:?} in: {err}");
 }
 

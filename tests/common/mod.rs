@@ -207,6 +207,36 @@ impl Drop for Server {
     }
 }
 
+/// Runs wsloop as `cmd` with `--listen 127.0.0.1:0` and then `args` (the bad flag
+/// last, so that no good one of the same name masks it); it must exit on its own
+/// within 10 s. Returns its exit code, stdout and stderr.
+pub fn run_to_exit(mut cmd: Command, args: &[&str]) -> (Option<i32>, String, String) {
+    cmd.args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = Guard(cmd.spawn().expect("spawn wsloop"));
+    let Some(status) = wait_exit(&mut child.0, Duration::from_secs(10)) else {
+        panic!("wsloop {args:?} kept running instead of exiting");
+    };
+    let (mut out, mut err) = (String::new(), String::new());
+    let child = &mut child.0;
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code(), out, err)
+}
+
 /// A child process this test started: killed (by its PID) and reaped when dropped,
 /// unless it already exited.
 pub struct Guard(pub Child);
