@@ -5,14 +5,9 @@
 //   node tests/browser/compression.test.mjs '{"page":"http://ADDR/"}'
 //
 // Prints one line per check, then "N passed, N failed"; exits 0 only if all passed.
-import { chromium } from "playwright-core";
+import { check, launch, run } from "./harness.mjs";
 
 const TIMEOUT_MS = 120_000;
-const EXE = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
 
 const { page: url } = JSON.parse(process.argv[2] || "{}");
 if (!url) {
@@ -20,22 +15,9 @@ if (!url) {
   process.exit(2);
 }
 
-let passed = 0, failed = 0, browser = null;
-function check(name, ok, detail = "") {
-  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
-  if (ok) passed++; else failed++;
-}
-function finish() {
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed || !passed ? 1 : 0);
-}
-const guard = setTimeout(() => {
-  check("overall", false, `timed out after ${TIMEOUT_MS / 1000} s`);
-  finish();
-}, TIMEOUT_MS);
 
 async function main() {
-  browser = await chromium.launch({ executablePath: EXE, headless: true, args: ARGS, timeout: 20_000 });
+  const browser = await launch();
   const page = await browser.newPage();
   const res = await page.goto(url);
   check("page loads", res && res.status() === 200, `${res && res.status()}`);
@@ -66,10 +48,4 @@ async function main() {
   check("200 KB JSON echo", r.same && r.sent > 190_000, `${r.sent} chars sent, ${r.got} back`);
 }
 
-main()
-  .catch(e => check("browser", false, e.message.split("\n")[0]))
-  .finally(async () => {
-    clearTimeout(guard);
-    if (browser) await browser.close().catch(() => {});
-    finish();
-  });
+run(main, TIMEOUT_MS);

@@ -9,7 +9,7 @@
 // Prints one line per check, then "N passed, N failed"; exits 0 only if every check
 // passed. Each part stops at its first failed step (the next steps depend on it) and the
 // next part runs; the whole run is bounded by TIMEOUT_MS.
-import { chromium } from "playwright-core";
+import { check, launch, run } from "./harness.mjs";
 import { readFileSync, statSync } from "node:fs";
 import http from "node:http";
 import crypto from "node:crypto";
@@ -17,11 +17,6 @@ import crypto from "node:crypto";
 // Guards against hangs, not speed checks: a busy 2-core machine is slow.
 const TIMEOUT_MS = 300_000;
 const STEP_MS = 30_000;
-const EXE = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
 const PAGE_MAX = 30 * 1024;
 
 const cfg = JSON.parse(process.argv[2] || "{}");
@@ -30,20 +25,7 @@ if (!cfg.main || !cfg.shot || !cfg.shot390) {
   process.exit(2);
 }
 
-let passed = 0, failed = 0, browser = null;
-function check(name, ok, detail = "") {
-  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
-  if (ok) passed++; else failed++;
-  return ok;
-}
-function finish() {
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed || !passed ? 1 : 0);
-}
-const guard = setTimeout(() => {
-  check("overall", false, `timed out after ${TIMEOUT_MS / 1000} s`);
-  finish();
-}, TIMEOUT_MS);
+let browser = null;
 
 class Stop extends Error {}
 function must(name, ok, detail) {
@@ -146,7 +128,7 @@ async function unlabelled(page) {
 }
 
 async function main() {
-  browser = await chromium.launch({ executablePath: EXE, headless: true, args: ARGS, timeout: 20_000 });
+  browser = await launch();
   const origin = new URL(cfg.main).origin, host = new URL(cfg.main).host;
   const fake = await fakeDeflateServer();
   const json = JSON.stringify({
@@ -425,10 +407,4 @@ async function main() {
   fake.close();
 }
 
-main()
-  .catch(e => check("browser", false, e.message.split("\n")[0]))
-  .finally(async () => {
-    clearTimeout(guard);
-    if (browser) await browser.close().catch(() => {});
-    finish();
-  });
+run(main, TIMEOUT_MS);

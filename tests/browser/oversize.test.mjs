@@ -9,17 +9,12 @@
 // report 1009. A server that drops the socket while the browser is still sending resets
 // the connection, and the browser, losing the close frame, reports 1006. Prints the codes
 // seen per size, then "N passed, N failed"; exits 0 only if every attempt saw 1009.
-import { chromium } from "playwright-core";
+import { check, launch, run } from "./harness.mjs";
 
 const TIMEOUT_MS = 240_000;
 const ATTEMPT_MS = 15_000;
 const ROUNDS = 10;
 const SIZES = [["100 KB", 100_000], ["1 MB", 1_000_000], ["16 MB", 16_000_000]];
-const EXE = process.env.CHROMIUM || "/usr/bin/chromium";
-const ARGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
 
 const { page: url } = JSON.parse(process.argv[2] || "{}");
 if (!url) {
@@ -27,22 +22,9 @@ if (!url) {
   process.exit(2);
 }
 
-let passed = 0, failed = 0, browser = null;
-function check(name, ok, detail = "") {
-  console.log(`${ok ? "ok  " : "FAIL"} ${name}${detail ? ": " + detail : ""}`);
-  if (ok) passed++; else failed++;
-}
-function finish() {
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(failed || !passed ? 1 : 0);
-}
-const guard = setTimeout(() => {
-  check("overall", false, `timed out after ${TIMEOUT_MS / 1000} s`);
-  finish();
-}, TIMEOUT_MS);
 
 async function main() {
-  browser = await chromium.launch({ executablePath: EXE, headless: true, args: ARGS, timeout: 20_000 });
+  const browser = await launch();
   const page = await browser.newPage();
   const res = await page.goto(url);
   check("page loads", res && res.status() === 200, `${res && res.status()}`);
@@ -66,10 +48,4 @@ async function main() {
   }
 }
 
-main()
-  .catch(e => check("browser", false, e.message.split("\n")[0]))
-  .finally(async () => {
-    clearTimeout(guard);
-    if (browser) await browser.close().catch(() => {});
-    finish();
-  });
+run(main, TIMEOUT_MS);
