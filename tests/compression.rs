@@ -374,6 +374,14 @@ fn negotiation_answers_exactly_over_raw_http() {
 
 // ---------------------------------------------------------------- real clients
 
+/// Runs tests/py/compression.py in `mode` against `url`; `checks` must all pass, or
+/// the test fails with `log()` (the server's log) attached.
+fn compression_py(python: &Path, url: &str, mode: &str, checks: &[&str], log: &dyn Fn() -> String) {
+    let out = run_script(python, "compression.py", &[url, mode], SCRIPT_TIMEOUT);
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    check_report(&out, "compression", checks, log);
+}
+
 #[test]
 fn python_websockets_with_and_without_compression() {
     let python = python_venv();
@@ -383,15 +391,10 @@ fn python_websockets_with_and_without_compression() {
     ] {
         let server = Server::start(&[&["--metrics-listen", "127.0.0.1:0"][..], args].concat());
         let metrics = server.metrics_addr();
-        let out = run_script(
-            &python,
-            "compression.py",
-            &[&server.url(), mode],
-            SCRIPT_TIMEOUT,
-        );
-        println!("{}", String::from_utf8_lossy(&out.stdout));
         let checks = ["negotiated", "text-echo", "binary-echo"];
-        check_report(&out, "compression", &checks, &|| server_log(&server));
+        compression_py(&python, &server.url(), mode, &checks, &|| {
+            server_log(&server)
+        });
         let (out_c, out_p) = deflate_bytes(metrics, "out");
         let (in_c, in_p) = deflate_bytes(metrics, "in");
         println!("{mode}: deflate out {out_c}/{out_p}, in {in_c}/{in_p} (compressed/plain)");
@@ -428,14 +431,9 @@ fn python_websockets_in_window_mode() {
         ),
         ("window8", &["window8"][..]),
     ] {
-        let out = run_script(
-            &python,
-            "compression.py",
-            &[&server.url(), mode],
-            SCRIPT_TIMEOUT,
-        );
-        println!("{}", String::from_utf8_lossy(&out.stdout));
-        check_report(&out, "compression", checks, &|| server_log(&server));
+        compression_py(&python, &server.url(), mode, checks, &|| {
+            server_log(&server)
+        });
         assert_echo(&mut healthy, Message::text(json_message(7, 5)));
     }
     let (out_c, out_p) = deflate_bytes(metrics, "out");
@@ -889,14 +887,7 @@ fn published_messages_reach_compressing_and_plain_subscribers() {
     // The plain subscriber (tungstenite offers nothing), joined before Python publishes.
     let mut plain = connect(feed_url.as_str());
     assert_eq!(plain.read().unwrap(), Message::text("joined"));
-    let out = run_script(
-        &python,
-        "compression.py",
-        &[&feed_url, "topics"],
-        SCRIPT_TIMEOUT,
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    check_report(&out, "compression", &["topics"], &String::new);
+    compression_py(&python, &feed_url, "topics", &["topics"], &String::new);
     for i in 0..20 {
         match plain.read().unwrap() {
             Message::Text(t) => assert_eq!(t.as_str(), json_message(i, 20), "message {i}"),
