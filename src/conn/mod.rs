@@ -352,12 +352,7 @@ impl<S: Transport> Conn<S> {
         cfg: &Config,
         now: Instant,
     ) {
-        let deflate = self.deflate.is_on();
-        let busy = self.busy.get_or_insert_with(|| {
-            let mut busy = pool.take(cfg, now);
-            busy.scanner.allow_compression(deflate);
-            busy
-        });
+        let busy = self.busy_from(pool, cfg, now);
         if body.is_empty() && head.len() <= COPY_SHARED_UP_TO {
             // A small frame is cheaper copied than shared: no reference count to
             // touch, and a turn's worth of them leaves in one contiguous slice.
@@ -453,9 +448,15 @@ impl<S: Transport> Conn<S> {
     }
 
     fn busy<H>(&mut self, now: Instant, env: &mut Env<H>) -> &mut Busy {
+        self.busy_from(env.pool, env.cfg, now)
+    }
+
+    /// The busy state, taken from `pool` if the connection has none: its scanner
+    /// allows compressed frames when the connection negotiated them.
+    fn busy_from(&mut self, pool: &mut Pool, cfg: &Config, now: Instant) -> &mut Busy {
         let deflate = self.deflate.is_on();
         self.busy.get_or_insert_with(|| {
-            let mut busy = env.pool.take(env.cfg, now);
+            let mut busy = pool.take(cfg, now);
             busy.scanner.allow_compression(deflate);
             busy
         })
