@@ -139,6 +139,11 @@ impl FrameScanner {
     fn scan_from(&mut self, bytes: &[u8], boundary: &mut usize) -> Result<(), ScanError> {
         let mut pos = 0;
         while pos < bytes.len() {
+            if let Some(used) = self.small_message(&bytes[pos..])? {
+                pos += used;
+                *boundary = pos;
+                continue;
+            }
             if self.header_left == 0 && self.remaining > 0 {
                 let avail = (bytes.len() - pos) as u64;
                 // Fits in usize: bounded by the remaining slice length.
@@ -185,6 +190,39 @@ impl FrameScanner {
     /// regardless of fragmentation.
     pub(crate) fn at_frame_boundary(&self) -> bool {
         self.header_left == 0 && self.remaining == 0
+    }
+
+    /// The common case in one step: between messages, `bytes` starts with a whole
+    /// unfragmented, uncompressed text or binary message of at most 125 bytes. Leaves
+    /// the scanner as the general path would (it ends at a boundary, between
+    /// messages); None, changing nothing, for anything else.
+    fn small_message(&mut self, bytes: &[u8]) -> Result<Option<usize>, ScanError> {
+        let [b0, b1, m0, m1, m2, m3, ..] = *bytes else {
+            return Ok(None);
+        };
+        let len = usize::from(b1 & 0x7F);
+        if self.header_left != 0
+            || self.remaining != 0
+            || self.fragmented != OP_CONTINUATION
+            || !matches!(b0, 0x81 | 0x82)
+            || b1 & 0x80 == 0
+            || len > 125
+            || bytes.len() < 6 + len
+            || len as u64 > self.max_frame_size.min(self.max_message_size)
+        {
+            return Ok(None);
+        }
+        self.frame = b0;
+        self.deflate &= !COMPRESSED;
+        self.message_len = len as u64;
+        if b0 == 0x81 {
+            self.mask = [m0, m1, m2, m3];
+            self.check_text(&bytes[6..6 + len])?;
+            if self.utf8 != Utf8State::Accept {
+                return Err(ScanError::InvalidUtf8);
+            }
+        }
+        Ok(Some(6 + len))
     }
 
     /// At a frame boundary with the whole header in `bytes`: reads it in one step (the
@@ -987,6 +1025,66 @@ mod tests {
                 None => None,
             };
             assert_eq!(got, expected, "{payload:x?}");
+        }
+    }
+
+    /// The one-step path for small whole messages agrees with the byte-by-byte path
+    /// (which it never takes) on random streams: small and larger text and binary
+    /// messages, valid and invalid UTF-8, fragments, pings, and limits under 125.
+    #[test]
+    fn small_messages_in_one_step_agree_with_byte_by_byte() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let byte0s = [0x81, 0x82, 0x01, 0x02, 0x80, 0x00, 0x89, 0x8A, 0xC1, 0x83];
+        let alphabet = [b'a', b'z', 0xC3, 0xA9, 0xE2, 0x82, 0xAC, 0xFF, 0x80];
+        for round in 0..3000 {
+            let mut stream = Vec::new();
+            for _ in 0..1 + next(6) {
+                let len = if next(4) == 0 {
+                    126 + next(200)
+                } else {
+                    next(40)
+                };
+                let payload: Vec<u8> = (0..len)
+                    .map(|_| alphabet[next(alphabet.len() as u64) as usize])
+                    .collect();
+                let key = [next(256) as u8, 1, next(256) as u8, 3];
+                stream.extend(frame(
+                    byte0s[next(byte0s.len() as u64) as usize],
+                    &payload,
+                    key,
+                ));
+            }
+            let (frame_max, message_max) = match round % 3 {
+                0 => (MAX, MAX),
+                1 => (20, MAX),
+                _ => (MAX, 30),
+            };
+            let mut whole = FrameScanner::new(frame_max, message_max);
+            let mut bytewise = FrameScanner::new(frame_max, message_max);
+            let one = whole.scan(&stream);
+            let mut done = 0;
+            let mut verdict = Ok(0);
+            for (i, b) in stream.iter().enumerate() {
+                match bytewise.scan(std::slice::from_ref(b)) {
+                    Ok(1) => done = i + 1,
+                    Ok(_) => {}
+                    Err(Rejected { error, .. }) => {
+                        verdict = Err(Rejected {
+                            complete: done,
+                            error,
+                        });
+                        break;
+                    }
+                }
+            }
+            let verdict = verdict.map(|_: usize| done);
+            assert_eq!(one, verdict, "round {round}: {stream:x?}");
         }
     }
 }
