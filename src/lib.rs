@@ -25,6 +25,7 @@ mod server;
 mod testutil;
 
 pub use app::ctx::{Ctx, SendError};
+pub use app::data::Data;
 pub use app::handler::{AutoPong, Close, ConnId, Echo, Handler, Timer, Upgrade};
 #[cfg(feature = "json")]
 pub use app::json;

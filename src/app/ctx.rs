@@ -2,8 +2,10 @@
 //! acting (a `Ctx`, the `Server`, a `Sender`) turns into, which the loop applies on its
 //! own thread — one writer per connection, whoever asked.
 
+use super::data::Data;
 use super::handler::{ConnId, Timer};
-use crate::protocol::frame::{self, MAX_CONTROL};
+use crate::io::outq::OutQueue;
+use crate::protocol::frame::{self, MAX_CONTROL, OP_BINARY, OP_PING, OP_PONG, OP_TEXT};
 use crate::server::topics::Topics;
 use std::collections::HashMap;
 use std::fmt;
@@ -199,11 +201,15 @@ impl IdTable {
 }
 
 /// The connection a callback is about, as it stands during the callback.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Current {
+pub(crate) struct Current<'a> {
     pub(crate) id: ConnId,
     pub(crate) open: bool,
     pub(crate) buffered: usize,
+    /// The connection's own output, while its sends may be framed straight into it
+    /// (uncompressed, and no command of its own queued that they must follow).
+    pub(crate) out: Option<&'a mut OutQueue>,
+    /// Data messages and payload bytes framed into `out`, for the loop's counters.
+    pub(crate) sent: (u64, u64),
 }
 
 /// A handler's way to act during a callback, on any connection. Commands take effect
@@ -214,19 +220,76 @@ pub struct Ctx<'a> {
     pub(crate) ids: &'a IdTable,
     pub(crate) topics: &'a Topics,
     pub(crate) limits: TopicLimits,
-    pub(crate) current: Option<Current>,
+    pub(crate) current: Option<Current<'a>>,
 }
 
-impl Ctx<'_> {
-    /// Queues `msg` (text, binary, ping or pong; a Close message closes, like
-    /// [`close`](Self::close)) for `conn`. Fails, queuing nothing, if `conn` is not
-    /// open: a send never reaches another connection than the one meant.
-    pub fn send(&mut self, conn: ConnId, msg: Message) -> Result<(), SendError> {
-        check(&msg)?;
+impl<'a> Ctx<'a> {
+    /// A `Ctx` for a callback about one connection, acting through this one's
+    /// command list.
+    pub(crate) fn about<'b>(&'b mut self, current: Current<'b>) -> Ctx<'b> {
+        Ctx {
+            commands: &mut *self.commands,
+            ids: self.ids,
+            topics: self.topics,
+            limits: self.limits,
+            current: Some(current),
+        }
+    }
+
+    /// Queues a message for `conn`: a [`Message`] (text, binary, ping or pong; a Close
+    /// closes, like [`close`](Self::close)), or bytes it borrows — `&str` for text,
+    /// `&[u8]` for binary, a received [`Data`] — copied into the output, so that an
+    /// answer to the connection being called back costs no allocation. Fails,
+    /// queuing nothing, if `conn` is not open: a send never reaches another
+    /// connection than the one meant.
+    pub fn send<'m>(&mut self, conn: ConnId, msg: impl Into<Data<'m>>) -> Result<(), SendError> {
+        let data = msg.into();
+        if let Data::Message(msg) = &data {
+            check(msg)?;
+        }
+        if self.send_direct(conn, &data) {
+            return Ok(());
+        }
+        let msg = data.into_message();
         let bytes = wire_len(&msg);
         self.conn_command(conn, ConnCommand::Send(msg))?;
         self.count_queued(conn, bytes);
         Ok(())
+    }
+
+    /// Frames a message for the connection being called back straight into its
+    /// output, where it may; false if it must go as a command.
+    fn send_direct(&mut self, conn: ConnId, data: &Data) -> bool {
+        let Some(c) = self.current.as_mut() else {
+            return false;
+        };
+        let Some(out) = c.out.as_deref_mut() else {
+            return false;
+        };
+        if c.id != conn || !c.open {
+            return false;
+        }
+        let opcode = match data {
+            Data::Text(_) | Data::Message(Message::Text(_)) => OP_TEXT,
+            Data::Binary(_) | Data::Message(Message::Binary(_)) => OP_BINARY,
+            Data::Message(Message::Ping(_)) => OP_PING,
+            Data::Message(Message::Pong(_)) => OP_PONG,
+            Data::Message(Message::Close(_) | Message::Frame(_)) => return false,
+        };
+        let (header, used) = frame::header(frame::FIN | opcode, data.len());
+        match data {
+            Data::Message(Message::Binary(b) | Message::Ping(b) | Message::Pong(b)) => {
+                out.push_frame(&header[..used], b)
+            }
+            Data::Message(Message::Text(t)) => out.push_frame(&header[..used], t.as_ref()),
+            _ => out.push_frame_copy(&header[..used], data.as_bytes()),
+        }
+        if opcode & 0x08 == 0 {
+            c.sent.0 += 1;
+            c.sent.1 += data.len() as u64;
+        }
+        c.buffered = c.buffered.saturating_add(used + data.len());
+        true
     }
 
     /// Starts the close handshake on `conn` with `code` and `reason` (cut to 123
@@ -239,7 +302,7 @@ impl Ctx<'_> {
 
     /// Whether `conn` is open: messages to it are accepted.
     pub fn is_open(&self, conn: ConnId) -> bool {
-        match self.current {
+        match &self.current {
             Some(c) if c.id == conn => c.open,
             _ => self.ids.is_open(conn),
         }
@@ -250,7 +313,7 @@ impl Ctx<'_> {
     /// for it included (a producer can send until this reaches a mark of its own,
     /// and resume in `on_drain`); as of the end of its last event for the others.
     pub fn buffered(&self, conn: ConnId) -> Option<usize> {
-        match self.current {
+        match &self.current {
             Some(c) if c.id == conn => c.open.then_some(c.buffered),
             _ => self.ids.buffered(conn),
         }
@@ -351,6 +414,12 @@ impl Ctx<'_> {
     fn conn_command(&mut self, conn: ConnId, cmd: ConnCommand) -> Result<(), SendError> {
         if !self.is_open(conn) {
             return Err(SendError::Closed);
+        }
+        // Its later sends must follow this command, not overtake it into the output.
+        if let Some(c) = self.current.as_mut()
+            && c.id == conn
+        {
+            c.out = None;
         }
         self.commands.push(Command::Conn(conn, cmd));
         Ok(())

@@ -4,6 +4,7 @@
 //! [`Sender`](crate::Sender) from anywhere else.
 
 use super::ctx::Ctx;
+use super::data::Data;
 use crate::protocol::handshake::Request;
 use std::fmt;
 use tungstenite::Message;
@@ -145,6 +146,15 @@ pub trait Handler {
     /// A complete text or binary message arrived.
     fn on_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message);
 
+    /// A complete text or binary message arrived, borrowed from the loop's receive
+    /// buffer if it came in one frame (see [`Data`]). Every message comes here first;
+    /// by default it becomes an owned `Message` for [`on_message`](Self::on_message).
+    /// Override it to read messages where they lie: a small one then costs no
+    /// allocation, and `ctx.send(conn, data)` answers with one copy into the output.
+    fn on_data(&mut self, ctx: &mut Ctx, conn: ConnId, data: Data<'_>) {
+        self.on_message(ctx, conn, data.into_message());
+    }
+
     /// A Ping arrived (gorilla's `SetPingHandler`); the automatic Pong goes out unless
     /// this returns [`AutoPong::Skip`].
     fn on_ping(&mut self, _ctx: &mut Ctx, _conn: ConnId, _payload: &[u8]) -> AutoPong {
@@ -176,5 +186,9 @@ impl Handler for Echo {
     fn on_message(&mut self, ctx: &mut Ctx, conn: ConnId, msg: Message) {
         // An echo to a connection that is open by definition cannot fail.
         let _ = ctx.send(conn, msg);
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx, conn: ConnId, data: Data<'_>) {
+        let _ = ctx.send(conn, data);
     }
 }

@@ -2,6 +2,7 @@
 //! JSON helpers.
 
 pub(crate) mod ctx;
+pub(crate) mod data;
 pub(crate) mod handler;
 #[cfg(feature = "json")]
 pub mod json;

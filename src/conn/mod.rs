@@ -523,13 +523,26 @@ impl<S: Transport> Conn<S> {
         env: &mut Env<H>,
         f: impl FnOnce(&mut H, &mut Ctx) -> R,
     ) -> R {
-        env.ctx.current = Some(Current {
+        let open = self.is_open();
+        let buffered = self.pending_output();
+        // Its own sends are framed straight into its output, unless they may need
+        // compressing (the codec is the loop's).
+        let out = match open && !self.deflate.is_on() {
+            true => self.busy.as_deref_mut().map(|b| &mut b.out),
+            false => None,
+        };
+        let mut ctx = env.ctx.about(Current {
             id: env.id,
-            open: self.is_open(),
-            buffered: self.pending_output(),
+            open,
+            buffered,
+            out,
+            sent: (0, 0),
         });
-        let r = f(env.handler, &mut env.ctx);
-        env.ctx.current = None;
+        let r = f(env.handler, &mut ctx);
+        if let Some(Current { sent, .. }) = ctx.current {
+            env.stats.messages_out += sent.0;
+            env.stats.bytes_out += sent.1;
+        }
         self.dispatch(now, env);
         r
     }

@@ -3,6 +3,7 @@
 //! frame reaches the handler any other way.
 
 use super::{Conn, Edge, Effects, Env, Phase, flag};
+use crate::app::data::Data;
 use crate::app::handler::{AutoPong, Handler, Upgrade};
 use crate::io::transport::Transport;
 use crate::protocol::frame::{
@@ -38,13 +39,23 @@ const DIRECT_FROM: u64 = 64 << 10;
 const DIRECT_CHUNK: usize = 256 << 10;
 
 /// A message made of frames the scanner approved: a text one is valid UTF-8.
-fn approved(opcode: u8, payload: Bytes) -> Message {
-    if opcode == OP_TEXT {
+fn approved(opcode: u8, payload: Bytes) -> Data<'static> {
+    Data::Message(if opcode == OP_TEXT {
         // SAFETY: the scanner validated every byte of this (uncompressed) text message
         // as UTF-8, across fragments, before any of its frames was read.
         Message::Text(unsafe { Utf8Bytes::from_bytes_unchecked(payload) })
     } else {
         Message::Binary(payload)
+    })
+}
+
+/// An approved message in one frame, borrowed where it was read.
+fn approved_in_place(opcode: u8, payload: &[u8]) -> Data<'_> {
+    if opcode == OP_TEXT {
+        // SAFETY: as in `approved`; this frame is the whole message.
+        Data::Text(unsafe { std::str::from_utf8_unchecked(payload) })
+    } else {
+        Data::Binary(payload)
     }
 }
 
@@ -373,8 +384,7 @@ impl<S: Transport> Conn<S> {
                 self.inflate(head.opcode(), payload, now, env);
             }
             OP_TEXT | OP_BINARY if head.is_final() => {
-                let payload = Bytes::copy_from_slice(payload);
-                self.deliver(approved(head.opcode(), payload), now, env);
+                self.deliver(approved_in_place(head.opcode(), payload), now, env);
             }
             OP_TEXT | OP_BINARY | OP_CONTINUATION => {
                 let busy = self.busy(now, env);
@@ -431,19 +441,19 @@ impl<S: Transport> Conn<S> {
             },
             Ok(()) => Message::Binary(plain.into()),
         };
-        self.deliver(msg, now, env);
+        self.deliver(Data::Message(msg), now, env);
     }
 
     /// Hands a complete message to the handler, then carries out what it asked for.
-    fn deliver<H: Handler>(&mut self, msg: Message, now: Instant, env: &mut Env<H>) {
+    fn deliver<H: Handler>(&mut self, data: Data, now: Instant, env: &mut Env<H>) {
         // After our Close the handler has had on_close: later messages are dropped.
         if !self.is_open() {
             return;
         }
         env.stats.messages_in += 1;
-        env.stats.bytes_in += msg.len() as u64;
+        env.stats.bytes_in += data.len() as u64;
         let id = env.id;
-        self.callback(now, env, |h, ctx| h.on_message(ctx, id, msg));
+        self.callback(now, env, |h, ctx| h.on_data(ctx, id, data));
         if self.pending_output() >= env.cfg.write_buffer {
             self.flush(now, env);
         }

@@ -64,14 +64,19 @@ impl OutQueue {
     /// when large, so a large message is never copied on its way out.
     pub(crate) fn push_frame(&mut self, header: &[u8], payload: &Bytes) {
         if payload.len() < SHARE_FROM {
-            let tail = self.tail();
-            tail.extend_from_slice(header);
-            tail.extend_from_slice(payload);
-            self.len += header.len() + payload.len();
+            self.push_frame_copy(header, payload);
         } else {
             self.push_bytes(header);
             self.push_shared(payload.clone());
         }
+    }
+
+    /// Appends a frame, its payload copied.
+    pub(crate) fn push_frame_copy(&mut self, header: &[u8], payload: &[u8]) {
+        let tail = self.tail();
+        tail.extend_from_slice(header);
+        tail.extend_from_slice(payload);
+        self.len += header.len() + payload.len();
     }
 
     /// Appends bytes shared with others, e.g. a frame built once for many connections.

@@ -1,0 +1,107 @@
+//! Messages read where they lie (`Handler::on_data`) and answers framed straight into
+//! the connection's output (`Ctx::send` to the connection being called back), on a
+//! real server in this process with tungstenite's client: which messages arrive
+//! borrowed, that every kind of answer arrives intact and in the order made, and
+//! that the counters see answers that skipped the command queue.
+
+mod common;
+use common::inproc::Loop;
+use common::*;
+use std::sync::{Arc, Mutex};
+use tungstenite::protocol::frame::coding::CloseCode;
+use wsloop::{Bytes, Config, ConnId, Ctx, Data, Handler, Message};
+
+/// (borrowed, text, length) of each message, as `on_data` saw it.
+type Seen = Arc<Mutex<Vec<(bool, bool, usize)>>>;
+
+/// Echoes; `order` answers "a", then closes with 4000, then tries "b"; `ping` sends
+/// a Ping with payload "p", then "after-ping"; `owned` answers with an owned message.
+struct InPlace(Seen);
+
+impl Handler for InPlace {
+    fn on_message(&mut self, _: &mut Ctx, _: ConnId, _: Message) {
+        unreachable!("on_data is overridden and never calls on_message");
+    }
+
+    fn on_data(&mut self, ctx: &mut Ctx, conn: ConnId, data: Data<'_>) {
+        let facts = (data.is_borrowed(), data.is_text(), data.len());
+        self.0.lock().unwrap().push(facts);
+        match data.as_text() {
+            Some("order") => {
+                ctx.send(conn, "a").unwrap();
+                ctx.close(conn, 4000, "bye").unwrap();
+                // Queued behind the close, so it never goes out.
+                let _ = ctx.send(conn, "b");
+            }
+            Some("ping") => {
+                ctx.send(conn, Message::Ping(Bytes::from_static(b"p")))
+                    .unwrap();
+                ctx.send(conn, &String::from("after-ping")).unwrap();
+            }
+            Some("owned") => ctx.send(conn, Message::text("owned answer")).unwrap(),
+            _ => ctx.send(conn, data).unwrap(),
+        }
+    }
+}
+
+fn start() -> (Loop<InPlace>, Seen) {
+    let seen = Seen::default();
+    (Loop::start(Config::default(), InPlace(seen.clone())), seen)
+}
+
+#[test]
+fn small_frames_arrive_borrowed_and_large_or_fragmented_ones_owned() {
+    let (lp, seen) = start();
+    let mut ws = connect(lp.url.as_str());
+    assert_echo(&mut ws, Message::binary(vec![7u8; 32]));
+    assert_echo(&mut ws, Message::text("héllo wörld"));
+    let large: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    assert_echo(&mut ws, Message::binary(large));
+    // A message in two frames is joined into a buffer of its own.
+    let mut raw = upgraded(lp.addr, "/ws");
+    use std::io::Write;
+    raw.write_all(&frame(0x02, b"first half "))
+        .and_then(|_| raw.write_all(&frame(0x80, b"second half")))
+        .unwrap();
+    let (byte0, payload) = read_frame(&mut raw).unwrap();
+    assert_eq!(
+        (byte0, payload.as_slice()),
+        (0x82, &b"first half second half"[..])
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            (true, false, 32),
+            (true, true, "héllo wörld".len()),
+            (false, false, 1 << 20),
+            (false, false, 22),
+        ]
+    );
+    let out = lp.with(|s, _| s.stats().messages_out);
+    assert_eq!(
+        out, 4,
+        "answers framed straight into the output are counted"
+    );
+}
+
+#[test]
+fn answers_keep_the_order_they_were_made_in() {
+    let (lp, _) = start();
+    let mut ws = connect(lp.url.as_str());
+    ws.send(Message::text("ping")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::Ping(Bytes::from_static(b"p")));
+    assert_eq!(ws.read().unwrap(), Message::text("after-ping"));
+    ws.send(Message::text("owned")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("owned answer"));
+
+    ws.send(Message::text("order")).unwrap();
+    assert_eq!(ws.read().unwrap(), Message::text("a"));
+    match ws.read().unwrap() {
+        Message::Close(Some(f)) => {
+            assert_eq!((f.code, f.reason.as_str()), (CloseCode::from(4000), "bye"))
+        }
+        other => panic!("expected the close after \"a\", got {other:?}"),
+    }
+    let dropped = lp.with(|s, _| s.stats().commands_dropped);
+    assert_eq!(dropped, 1, "the send queued behind the close is dropped");
+}
