@@ -75,6 +75,10 @@ impl Transport for MemStream {
     fn short_read_drains(&self) -> bool {
         true
     }
+
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        crate::io::transport::read_append_zeroed(self, buf, max)
+    }
 }
 
 /// Nothing to register: the driver's interest changes land here.

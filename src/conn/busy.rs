@@ -11,10 +11,11 @@ pub(crate) struct Busy {
     pub(crate) scanner: FrameScanner,
     /// The request during the handshake, then the bytes of an incomplete frame; a
     /// large frame read straight into it has all its room from the start (see
-    /// `filled`).
+    /// `direct_end`).
     pub(crate) partial: Vec<u8>,
-    /// While a large frame is read straight into `partial`: how much of it arrived.
-    pub(crate) filled: usize,
+    /// While a large frame is read straight into `partial`: its length, header
+    /// included (`partial` holds what arrived of it).
+    pub(crate) direct_end: usize,
     /// The payload so far of a fragmented message, unmasked.
     pub(crate) message: Vec<u8>,
     /// That message's opcode (text or binary).
@@ -37,7 +38,7 @@ impl Busy {
         Box::new(Busy {
             scanner: FrameScanner::new(cfg.frame_limit() as u64, cfg.max_message as u64),
             partial: Vec::new(),
-            filled: 0,
+            direct_end: 0,
             message: Vec::new(),
             message_opcode: 0,
             out: OutQueue::default(),
@@ -50,7 +51,7 @@ impl Busy {
 
     /// A large frame is being read straight into `partial`, which is sized for it.
     pub(crate) fn reading_direct(&self) -> bool {
-        self.filled > 0 && self.filled < self.partial.len()
+        self.partial.len() < self.direct_end
     }
 
     /// Nothing in progress: the box can go back to the pool.
@@ -104,7 +105,7 @@ impl Pool {
             busy.partial = Vec::new();
         }
         busy.discarded = 0;
-        busy.filled = 0;
+        busy.direct_end = 0;
         busy.out_since = None;
         busy.over_since = None;
         self.boxes.push(busy);

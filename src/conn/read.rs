@@ -35,7 +35,7 @@ const BYTES_PER_TURN: usize = 2 << 20;
 /// with the frames behind them in one scratch read.
 const DIRECT_FROM: u64 = 64 << 10;
 
-/// Most bytes read straight into a frame's buffer at once (zeroed just before).
+/// Most bytes read straight into a frame's buffer at once.
 const DIRECT_CHUNK: usize = 256 << 10;
 
 /// A message made of frames the scanner approved: a text one is valid UTF-8.
@@ -245,41 +245,38 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Reads up to `room` bytes of the frame in progress into its own buffer: one
-    /// zeroed allocation of the whole frame, made on the first such read with what
-    /// had arrived copied in, so it never moves or grows while the rest is read.
+    /// allocation of the whole frame, made on the first such read with what had
+    /// arrived copied in, so it never moves or grows while the rest is read (into its
+    /// spare capacity: nothing is zeroed first).
     fn read_direct(&mut self, room: usize) -> std::io::Result<usize> {
         let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(0);
         };
         if !busy.reading_direct() {
-            let have = busy.partial.len();
             let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(0);
-            let mut frame = vec![0; have + rest];
-            frame[..have].copy_from_slice(&busy.partial);
+            let mut frame = Vec::with_capacity(busy.partial.len() + rest);
+            frame.extend_from_slice(&busy.partial);
+            busy.direct_end = frame.len() + rest;
             busy.partial = frame;
-            busy.filled = have;
         }
-        let start = busy.filled;
-        let read = self.stream.read(&mut busy.partial[start..start + room]);
-        busy.filled += *read.as_ref().unwrap_or(&0);
-        read
+        self.stream.read_append(&mut busy.partial, room)
     }
 
     /// Scans the `n` bytes `read_direct` added; once they end the frame, reads it.
     fn ingest_direct<H: Handler>(&mut self, n: usize, now: Instant, env: &mut Env<H>) {
         let busy = self.busy(now, env);
-        let end = busy.filled;
+        let end = busy.partial.len();
         // Never past the frame's end: the frame is either whole now or not yet.
         let whole = match busy.scanner.scan(&busy.partial[end - n..end]) {
             Ok(complete) => complete == n,
             Err(Rejected { error, .. }) => {
-                busy.filled = 0;
+                busy.direct_end = 0;
                 let (code, reason) = error.close();
                 return self.fail(code, reason, now, env);
             }
         };
         if whole {
-            busy.filled = 0;
+            busy.direct_end = 0;
             let frames = std::mem::take(&mut busy.partial);
             self.read_owned(frames, now, env);
         }

@@ -260,6 +260,10 @@ impl Transport for Stream {
     fn short_read_drains(&self) -> bool {
         each!(self, s => s.short_read_drains())
     }
+
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        each!(self, s => s.read_append(buf, max))
+    }
 }
 
 impl Source for Stream {

@@ -148,6 +148,11 @@ impl Transport for TlsStream {
     fn short_read_drains(&self) -> bool {
         false
     }
+
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+        // rustls copies plaintext out only into initialized memory.
+        super::transport::read_append_zeroed(self, buf, max)
+    }
 }
 
 impl Source for TlsStream {

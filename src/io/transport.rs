@@ -3,6 +3,7 @@
 
 use mio::event::Source;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 
 /// A non-blocking byte stream a connection can run on.
 pub(crate) trait Transport: Read + Write + Source {
@@ -25,6 +26,35 @@ pub(crate) trait Transport: Read + Write + Source {
     /// the next readiness edge will report new data (true of a kernel socket; not of
     /// TLS, which buffers decrypted data of its own).
     fn short_read_drains(&self) -> bool;
+
+    /// Reads at most `max` bytes onto the end of `buf` (a large frame's own buffer),
+    /// into its spare capacity without zeroing it first where the transport can.
+    fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>;
+}
+
+/// `read_append` for a transport that can only read into initialized memory.
+pub(crate) fn read_append_zeroed(
+    r: &mut impl Read,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<usize> {
+    let start = buf.len();
+    buf.resize(start + max, 0);
+    let read = r.read(&mut buf[start..]);
+    buf.truncate(start + *read.as_ref().unwrap_or(&0));
+    read
+}
+
+/// `read_append` for a kernel socket: read(2) straight into the spare capacity.
+fn read_fd_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = &mut buf.spare_capacity_mut()[..max];
+    // SAFETY: `spare` is valid for writes of `max` bytes; read(2) writes at most that.
+    let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), max) };
+    let n = usize::try_from(n).map_err(|_| io::Error::last_os_error())?;
+    // SAFETY: read(2) initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
 }
 
 /// The kernel sockets: nothing of their own to flush, a short read drains them.
@@ -47,6 +77,10 @@ macro_rules! kernel_socket {
 
             fn short_read_drains(&self) -> bool {
                 true
+            }
+
+            fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+                read_fd_append(self.as_raw_fd(), buf, max)
             }
         }
     };
