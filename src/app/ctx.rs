@@ -9,6 +9,7 @@ use crate::protocol::frame::{self, MAX_CONTROL, OP_BINARY, OP_PING, OP_PONG, OP_
 use crate::server::topics::Topics;
 use std::collections::HashMap;
 use std::fmt;
+use std::io::Write;
 use std::time::Duration;
 use tungstenite::Message;
 
@@ -205,9 +206,10 @@ pub(crate) struct Current<'a> {
     pub(crate) id: ConnId,
     pub(crate) open: bool,
     pub(crate) buffered: usize,
-    /// The connection's own output, while its sends may be framed straight into it
-    /// (uncompressed, and no command of its own queued that they must follow).
-    pub(crate) out: Option<&'a mut OutQueue>,
+    /// The connection's own output and socket, while its sends may be framed straight
+    /// into them (uncompressed, and no command of its own queued that they must
+    /// follow).
+    pub(crate) out: Option<(&'a mut OutQueue, &'a mut dyn Write)>,
     /// Data messages and payload bytes framed into `out`, for the loop's counters.
     pub(crate) sent: (u64, u64),
 }
@@ -263,7 +265,7 @@ impl<'a> Ctx<'a> {
         let Some(c) = self.current.as_mut() else {
             return false;
         };
-        let Some(out) = c.out.as_deref_mut() else {
+        let Some((out, socket)) = c.out.as_mut() else {
             return false;
         };
         if c.id != conn || !c.open {
@@ -277,18 +279,19 @@ impl<'a> Ctx<'a> {
             Data::Message(Message::Close(_) | Message::Frame(_)) => return false,
         };
         let (header, used) = frame::header(frame::FIN | opcode, data.len());
+        let before = out.len();
         match data {
             Data::Message(Message::Binary(b) | Message::Ping(b) | Message::Pong(b)) => {
                 out.push_frame(&header[..used], b)
             }
             Data::Message(Message::Text(t)) => out.push_frame(&header[..used], t.as_ref()),
-            _ => out.push_frame_copy(&header[..used], data.as_bytes()),
+            _ => out.push_frame_through(&header[..used], data.as_bytes(), *socket),
         }
         if opcode & 0x08 == 0 {
             c.sent.0 += 1;
             c.sent.1 += data.len() as u64;
         }
-        c.buffered = c.buffered.saturating_add(used + data.len());
+        c.buffered = c.buffered.saturating_add(out.len() - before);
         true
     }
 

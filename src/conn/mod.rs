@@ -32,6 +32,7 @@ use busy::Busy;
 use compress::{Codec, Negotiated};
 use deadline::Stamp;
 use log::debug;
+use std::io::Write;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Instant;
 use tungstenite::{Bytes, Message};
@@ -527,9 +528,9 @@ impl<S: Transport> Conn<S> {
         let buffered = self.pending_output();
         // Its own sends are framed straight into its output, unless they may need
         // compressing (the codec is the loop's).
-        let out = match open && !self.deflate.is_on() {
-            true => self.busy.as_deref_mut().map(|b| &mut b.out),
-            false => None,
+        let out = match (open && !self.deflate.is_on(), self.busy.as_deref_mut()) {
+            (true, Some(busy)) => Some((&mut busy.out, &mut self.stream as &mut dyn Write)),
+            _ => None,
         };
         let mut ctx = env.ctx.about(Current {
             id: env.id,

@@ -56,6 +56,10 @@ impl OutQueue {
 
     /// Appends bytes made for this connection (an HTTP reply, a frame).
     pub(crate) fn push_bytes(&mut self, bytes: &[u8]) {
+        // An empty segment would make a writev of nothing, which reads as a failure.
+        if bytes.is_empty() {
+            return;
+        }
         self.tail().extend_from_slice(bytes);
         self.len += bytes.len();
     }
@@ -68,6 +72,33 @@ impl OutQueue {
         } else {
             self.push_bytes(header);
             self.push_shared(payload.clone());
+        }
+    }
+
+    /// Appends a frame whose payload is only borrowed for now. A large one with
+    /// nothing queued before it goes to `socket` at once, and only what the socket
+    /// does not take is copied — most of the time nothing. A failed write is left for
+    /// the next flush to meet.
+    pub(crate) fn push_frame_through(
+        &mut self,
+        header: &[u8],
+        payload: &[u8],
+        socket: &mut dyn Write,
+    ) {
+        let mut written = 0;
+        if payload.len() >= SHARE_FROM && self.is_empty() {
+            let frame = [IoSlice::new(header), IoSlice::new(payload)];
+            written = loop {
+                match socket.write_vectored(&frame) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break 0,
+                }
+            };
+        }
+        match written.checked_sub(header.len()) {
+            None => self.push_frame_copy(&header[written..], payload),
+            Some(sent) => self.push_bytes(&payload[sent..]),
         }
     }
 
@@ -254,5 +285,64 @@ mod tests {
         q.push_frame(&[0x82, 126, 0, 0], &Bytes::from(vec![0; SHARE_FROM]));
         assert_eq!(q.segments.len(), 2);
         assert!(matches!(q.segments.back(), Some(Segment::Shared(_))));
+    }
+
+    /// A borrowed frame written through: whatever the socket takes — nothing, part
+    /// of the header, part of the payload, all — the socket then the queue hold the
+    /// frame exactly once; behind queued output, or when small, nothing is written.
+    #[test]
+    fn frames_written_through_leave_exactly_the_rest_queued() {
+        let header = [0x82, 126, 0x20, 0x00];
+        let payload: Vec<u8> = (0..SHARE_FROM as u32).map(|i| (i % 253) as u8).collect();
+        let whole = [&header[..], &payload].concat();
+        for budget in [
+            0,
+            1,
+            3,
+            4,
+            5,
+            4000,
+            whole.len() - 1,
+            whole.len(),
+            usize::MAX,
+        ] {
+            let mut q = OutQueue::default();
+            let block_every = if budget == 0 { 1 } else { usize::MAX };
+            let mut w = Trickle {
+                got: Vec::new(),
+                budget: budget.min(whole.len()),
+                calls: 0,
+                block_every,
+            };
+            q.push_frame_through(&header, &payload, &mut w);
+            assert_eq!(w.calls, 1, "budget {budget}");
+            assert_eq!(w.got.len() + q.len(), whole.len(), "budget {budget}");
+            let mut rest = w.got.clone();
+            let mut drain = Trickle {
+                got: Vec::new(),
+                budget: usize::MAX,
+                calls: 0,
+                block_every: usize::MAX,
+            };
+            q.write_to(&mut drain).unwrap();
+            rest.extend_from_slice(&drain.got);
+            assert!(rest == whole, "budget {budget}");
+            assert!(
+                q.segments.is_empty(),
+                "budget {budget}: no empty segment left"
+            );
+        }
+        let mut q = OutQueue::default();
+        q.push_bytes(b"queued first");
+        let mut w = Trickle {
+            got: Vec::new(),
+            budget: usize::MAX,
+            calls: 0,
+            block_every: usize::MAX,
+        };
+        q.push_frame_through(&header, &payload, &mut w);
+        q.push_frame_through(&[0x82, 1], b"x", &mut w);
+        assert_eq!(w.calls, 0, "behind queued output, or small: not written");
+        assert_eq!(q.len(), 12 + whole.len() + 3);
     }
 }
