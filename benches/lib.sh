@@ -8,11 +8,15 @@ KIT=$BENCH_DIR/kit
 BIN=$KIT/target/release
 LOADGEN=$BIN/loadgen
 GORILLA_BIN=$KIT/target/gorilla-echo
+# optional "uws": a uWebSockets (C++) echo server built by the user from
+# benches/uws/echo.cpp and uWS's own source, which this repository does not
+# hold (see "uWebSockets C++ (optional)" in BENCHMARKS.md); skipped when absent
+UWS_BIN=${UWS_BIN:-$BENCH_DIR/uws/build/echo}
 WSLOOP_BIN=${WSLOOP_BIN:-$ROOT/target/release/wsloop}
 SERVER_CPU=${SERVER_CPU:-1}
 CLIENT_CPU=${CLIENT_CPU:-0}
 BASE_PORT=${BASE_PORT:-19200}
-SERVERS=${SERVERS:-"wsloop rawecho tokio gorilla"}
+SERVERS=${SERVERS:-"wsloop rawecho tokio gorilla uws"}
 # PRIO=rt runs servers and load generators under SCHED_FIFO (chrt -f 10) so
 # that background jobs of other users on a shared machine cannot take the two
 # cores away from the measurement; PRIO=none (default) uses normal priority.
@@ -36,7 +40,8 @@ BASE_SHA=
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
-# build_all: builds wsloop (repo root), the kit, and gorilla if possible.
+# build_all: builds wsloop (repo root), the kit, and gorilla if possible;
+# takes uws if its binary is there (it is never built here).
 # Sets AVAILABLE to the servers that can actually be run.
 build_all() {
     local want s
@@ -69,7 +74,14 @@ build_all() {
         gorilla)
             if build_gorilla; then AVAILABLE="$AVAILABLE gorilla"; fi
             ;;
-        *) log "unknown server $s (known: wsloop wsloop-base rawecho tokio gorilla)" ;;
+        uws)
+            if [ -x "$UWS_BIN" ]; then
+                AVAILABLE="$AVAILABLE uws"
+            else
+                log "SKIP uws: no $UWS_BIN (optional; build it from uWebSockets' source, see 'uWebSockets C++ (optional)' in BENCHMARKS.md, or set UWS_BIN)"
+            fi
+            ;;
+        *) log "unknown server $s (known: wsloop wsloop-base rawecho tokio gorilla uws)" ;;
         esac
     done
     AVAILABLE=${AVAILABLE# }
@@ -181,6 +193,7 @@ server_port() {
     tokio) echo $((BASE_PORT + 3)) ;;
     gorilla) echo $((BASE_PORT + 4)) ;;
     wsloop-base) echo $((BASE_PORT + 5)) ;;
+    uws) echo $((BASE_PORT + 6)) ;;
     esac
 }
 
@@ -197,6 +210,7 @@ start_server() {
     rawecho) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$BIN/rawecho" --listen "$addr" 2>"$logf" >/dev/null & ;;
     tokio) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$BIN/tokio-echo" --listen "$addr" 2>"$logf" >/dev/null & ;;
     gorilla) env GOMAXPROCS=1 "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$GORILLA_BIN" --listen "$addr" 2>"$logf" >/dev/null & ;;
+    uws) "${RUNPRE[@]}" taskset -c "$SERVER_CPU" "$UWS_BIN" --listen "$addr" 2>"$logf" >/dev/null & ;;
     esac
     SERVER_PID=$!
     URL=ws://$addr/ws

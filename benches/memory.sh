@@ -19,7 +19,8 @@
 #     of one core), while the clients answer pings with pongs. wsloop (and
 #     wsloop-base) run with --ping-interval 30s --idle-timeout 60s.
 #
-# Environment (defaults in brackets): SERVERS ["wsloop rawecho tokio gorilla"],
+# Environment (defaults in brackets): SERVERS ["wsloop rawecho tokio gorilla uws"]
+# (uws optional: skipped unless built, see BENCHMARKS.md),
 # NS ["1000 10000 19000"], PER_PROC [9500], CTX_SECS [10], CPU_WINDOW [60],
 # WSLOOP_ARGS ["--ping-interval 30s --idle-timeout 60s"], PRIO [none], OUT,
 # BASE [] (a commit: also measure wsloop built at that commit as "wsloop-base",

@@ -11,13 +11,14 @@ import statistics
 import sys
 from collections import defaultdict
 
-ORDER = ["wsloop", "wsloop-base", "rawecho", "tokio", "gorilla"]
+ORDER = ["wsloop", "wsloop-base", "rawecho", "tokio", "gorilla", "uws"]
 LABEL = {
     "wsloop": "wsloop",
     "wsloop-base": "wsloop-base",
     "rawecho": "rawecho (raw TCP echo)",
     "tokio": "tokio-tungstenite",
     "gorilla": "gorilla/websocket",
+    "uws": "uWebSockets (C++)",
 }
 # scenarios in the order run.sh lists them; any other echo scenario follows
 ECHO = ["small", "small-text", "16k", "64k", "large"]

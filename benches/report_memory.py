@@ -3,7 +3,7 @@
 base build (BASE=<commit>), also wsloop against wsloop-base side by side."""
 import sys
 
-ORDER = ["wsloop", "wsloop-base", "rawecho", "tokio", "gorilla"]
+ORDER = ["wsloop", "wsloop-base", "rawecho", "tokio", "gorilla", "uws"]
 TOLERANCE = 0.05
 LABEL = {
     "wsloop": "wsloop",
@@ -11,6 +11,7 @@ LABEL = {
     "rawecho": "rawecho (raw TCP echo)",
     "tokio": "tokio-tungstenite",
     "gorilla": "gorilla/websocket",
+    "uws": "uWebSockets (C++)",
 }
 
 

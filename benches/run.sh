@@ -14,7 +14,8 @@
 #   DURATION [5]        measured seconds per echo/connect run
 #   WARMUP [1]          warm-up seconds before each measured window
 #   SCENARIOS ["small small-text 16k 64k large connect idle"]
-#   SERVERS ["wsloop rawecho tokio gorilla"]
+#   SERVERS ["wsloop rawecho tokio gorilla uws"] (uws: optional, skipped
+#                       with a message unless built; see BENCHMARKS.md)
 #   BASE []             a commit: also build wsloop at that commit and run it
 #                       as "wsloop-base" right next to "wsloop" in every round
 #                       (same args, same pinning; the pair swaps order every
