@@ -2,6 +2,7 @@
 //! whole, and turned into messages for the handler. This is the one frame path: no
 //! frame reaches the handler any other way.
 
+use super::busy::Busy;
 use super::{Conn, Edge, Effects, Env, Phase, flag};
 use crate::app::data::Data;
 use crate::app::handler::{AutoPong, Handler, Upgrade};
@@ -57,6 +58,17 @@ fn approved_in_place(opcode: u8, payload: &[u8]) -> Data<'_> {
     } else {
         Data::Binary(payload)
     }
+}
+
+/// Keeps the start of an incomplete frame. Room for its rest is reserved at once when
+/// that at most doubles what has arrived — no more than growth by doubling takes — so
+/// the frame is not moved (copied again) while it completes.
+fn keep_incomplete(busy: &mut Busy, bytes: &[u8]) {
+    let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(usize::MAX);
+    if rest <= busy.partial.len() + bytes.len() {
+        busy.partial.reserve(bytes.len() + rest);
+    }
+    busy.partial.extend_from_slice(bytes);
 }
 
 impl<S: Transport> Conn<S> {
@@ -296,51 +308,35 @@ impl<S: Transport> Conn<S> {
             Err(Rejected { complete, error }) => (complete, Some(error)),
         };
         if busy.partial.is_empty() {
-            let (frames, rest) = data.split_at_mut(complete);
-            self.read_region(frames, now, env);
-            if error.is_none()
-                && self.reading()
-                && let Some(busy) = self.busy.as_deref_mut()
-            {
-                busy.partial.extend_from_slice(rest);
-            }
+            self.read_region(&mut data[..complete], now, env);
         } else if complete > 0
             && let Some(end) = frame::frame_len(&busy.partial)
             && let Some(take) = end.checked_sub(busy.partial.len())
             && take <= complete
         {
-            // The kept frame ends in this chunk: finish it, read the whole frames
-            // behind it where they are, and keep only the incomplete tail (each
-            // byte copied once, not the whole chunk appended and its tail split off).
+            // The kept frame ends in this chunk: finish it, and read the whole frames
+            // behind it where they are (each byte copied once, not the whole chunk
+            // appended and its tail split off).
             busy.partial.extend_from_slice(&data[..take]);
             let first = std::mem::take(&mut busy.partial);
             self.read_owned(first, now, env);
-            let (frames, rest) = data[take..].split_at_mut(complete - take);
-            self.read_region(frames, now, env);
-            if error.is_none()
-                && self.reading()
-                && let Some(busy) = self.busy.as_deref_mut()
-            {
-                busy.partial.extend_from_slice(rest);
-            }
-        } else {
-            let prev = busy.partial.len();
-            let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(0);
-            if prev + data.len() >= RESERVE_AFTER && complete == 0 {
-                busy.partial.reserve(data.len() + rest);
-            }
-            busy.partial.extend_from_slice(data);
-            if complete > 0 {
-                let mut frames = std::mem::take(&mut busy.partial);
-                busy.partial = frames.split_off(prev + complete);
-                self.read_owned(frames, now, env);
-            }
+            self.read_region(&mut data[take..complete], now, env);
+        } else if complete > 0 {
+            // The kept bytes were a header cut short: they and this chunk's whole
+            // frames go together.
+            busy.partial.extend_from_slice(&data[..complete]);
+            let frames = std::mem::take(&mut busy.partial);
+            self.read_owned(frames, now, env);
         }
-        if let Some(e) = error
-            && self.reading()
+        if let Some(e) = error {
+            if self.reading() {
+                let (code, reason) = e.close();
+                self.fail(code, reason, now, env);
+            }
+        } else if self.reading()
+            && let Some(busy) = self.busy.as_deref_mut()
         {
-            let (code, reason) = e.close();
-            self.fail(code, reason, now, env);
+            keep_incomplete(busy, &data[complete..]);
         }
     }
 
@@ -493,5 +489,39 @@ impl<S: Transport> Conn<S> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::conn::busy::Pool;
+
+    /// A frame's claimed length is trusted with memory only up to twice what has
+    /// arrived; past that the rest is reserved once, so completing never moves it.
+    #[test]
+    fn the_rest_of_a_frame_is_reserved_only_once_half_of_it_arrived() {
+        let cfg = Config::default();
+        let mut pool = Pool::new(1);
+        let mut busy = pool.take(&cfg, Instant::now());
+        // A 60 KiB binary frame: header (8 bytes with the mask) and 100 bytes of it.
+        let mut head = vec![0x82, 0x80 | 126];
+        head.extend_from_slice(&(60u16 << 10).to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]);
+        let first = [head, vec![0; 100]].concat();
+        assert_eq!(busy.scanner.scan(&first), Ok(0));
+        keep_incomplete(&mut busy, &first);
+        assert!(busy.partial.capacity() < 4 << 10, "a claim is not a reason");
+        let more = vec![0; 40 << 10];
+        assert_eq!(busy.scanner.scan(&more), Ok(0));
+        keep_incomplete(&mut busy, &more);
+        let (len, cap) = (busy.partial.len(), busy.partial.capacity());
+        let frame = 8 + (60 << 10);
+        assert!(
+            cap >= frame && cap < 2 * frame,
+            "room for the frame once half is here"
+        );
+        assert_eq!(len, first.len() + more.len());
     }
 }
