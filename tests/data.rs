@@ -57,6 +57,10 @@ fn small_frames_arrive_borrowed_and_large_or_fragmented_ones_owned() {
     assert_echo(&mut ws, Message::text("héllo wörld"));
     let large: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     assert_echo(&mut ws, Message::binary(large));
+    // Read straight into their own buffers and unmasked as they arrive: a large
+    // text of multi-byte characters, and a large message in two large frames.
+    let text = "é€😀 ".repeat(80_000);
+    assert_echo(&mut ws, Message::text(text.as_str()));
     // A message in two frames is joined into a buffer of its own.
     let mut raw = upgraded(lp.addr, "/ws");
     use std::io::Write;
@@ -68,18 +72,32 @@ fn small_frames_arrive_borrowed_and_large_or_fragmented_ones_owned() {
         (byte0, payload.as_slice()),
         (0x82, &b"first half second half"[..])
     );
+    let halves: Vec<Vec<u8>> = (0..2u8)
+        .map(|h| (0..300_000u32).map(|i| (i % 241) as u8 ^ h).collect())
+        .collect();
+    raw.write_all(&frame(0x02, &halves[0]))
+        .and_then(|_| raw.write_all(&frame(0x80, &halves[1])))
+        .unwrap();
+    let (byte0, payload) = read_frame(&mut raw).unwrap();
+    assert_eq!(byte0, 0x82);
+    assert!(
+        payload == halves.concat(),
+        "a message of two large frames came back changed"
+    );
     assert_eq!(
         *seen.lock().unwrap(),
         [
             (true, false, 32),
             (true, true, "héllo wörld".len()),
             (false, false, 1 << 20),
+            (false, true, text.len()),
             (false, false, 22),
+            (false, false, 600_000),
         ]
     );
     let out = lp.with(|s, _| s.stats().messages_out);
     assert_eq!(
-        out, 4,
+        out, 6,
         "answers framed straight into the output are counted"
     );
 }

@@ -16,6 +16,8 @@ pub(crate) struct Busy {
     /// While a large frame is read straight into `partial`: its length, header
     /// included (`partial` holds what arrived of it).
     pub(crate) direct_end: usize,
+    /// Its masking key and where its payload starts (it is unmasked as it arrives).
+    pub(crate) direct_key: ([u8; 4], usize),
     /// The payload so far of a fragmented message, unmasked.
     pub(crate) message: Vec<u8>,
     /// That message's opcode (text or binary).
@@ -39,6 +41,7 @@ impl Busy {
             scanner: FrameScanner::new(cfg.frame_limit() as u64, cfg.max_message as u64),
             partial: Vec::new(),
             direct_end: 0,
+            direct_key: ([0; 4], 0),
             message: Vec::new(),
             message_opcode: 0,
             out: OutQueue::default(),

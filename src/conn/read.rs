@@ -269,12 +269,22 @@ impl<S: Transport> Conn<S> {
             let mut frame = Vec::with_capacity(busy.partial.len() + rest);
             frame.extend_from_slice(&busy.partial);
             busy.direct_end = frame.len() + rest;
+            // The payload is unmasked as it arrives, while it is still in cache; the
+            // header's key is zeroed, so reading the whole frame does not do it again.
+            busy.direct_key = ([0; 4], 0);
+            if let Some(head) = frame::read_header(&frame) {
+                let at = head.header_len;
+                frame[at - 4..at].fill(0);
+                frame::unmask(&mut frame[at..], head.mask);
+                busy.direct_key = (head.mask, at);
+            }
             busy.partial = frame;
         }
         self.stream.read_append(&mut busy.partial, room)
     }
 
-    /// Scans the `n` bytes `read_direct` added; once they end the frame, reads it.
+    /// Scans the `n` bytes `read_direct` added and unmasks them; once they end the
+    /// frame, reads it.
     fn ingest_direct<H: Handler>(&mut self, n: usize, now: Instant, env: &mut Env<H>) {
         let busy = self.busy(now, env);
         let end = busy.partial.len();
@@ -287,6 +297,9 @@ impl<S: Transport> Conn<S> {
                 return self.fail(code, reason, now, env);
             }
         };
+        let (mut key, payload_at) = busy.direct_key;
+        key.rotate_left((end - n - payload_at) % 4);
+        frame::unmask(&mut busy.partial[end - n..end], key);
         if whole {
             busy.direct_end = 0;
             let frames = std::mem::take(&mut busy.partial);

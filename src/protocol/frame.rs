@@ -64,6 +64,12 @@ pub(crate) fn frame_len(bytes: &[u8]) -> Option<usize> {
 /// scanner approved (masked, lengths within limits). None if it does not, which the
 /// scanner rules out; callers treat it as a protocol error rather than trusting it.
 pub(crate) fn read_head(bytes: &[u8]) -> Option<Head> {
+    read_header(bytes).filter(|head| bytes.len() - head.header_len >= head.payload_len)
+}
+
+/// Reads the masked header at the start of `bytes`, however much of the payload
+/// follows it.
+pub(crate) fn read_header(bytes: &[u8]) -> Option<Head> {
     let (&byte0, rest) = bytes.split_first()?;
     let (&byte1, rest) = rest.split_first()?;
     let (payload_len, rest) = match byte1 & 0x7F {
@@ -78,14 +84,13 @@ pub(crate) fn read_head(bytes: &[u8]) -> Option<Head> {
         len => (u64::from(len), rest),
     };
     let (mask, rest) = rest.split_first_chunk::<4>()?;
-    let payload_len = usize::try_from(payload_len).ok()?;
-    if byte1 & 0x80 == 0 || rest.len() < payload_len {
+    if byte1 & 0x80 == 0 {
         return None;
     }
     Some(Head {
         byte0,
         header_len: bytes.len() - rest.len(),
-        payload_len,
+        payload_len: usize::try_from(payload_len).ok()?,
         mask: *mask,
     })
 }
@@ -93,6 +98,10 @@ pub(crate) fn read_head(bytes: &[u8]) -> Option<Head> {
 /// Unmasks a payload in place, 32 bytes at a time: a fixed-size inner loop the
 /// compiler turns into vector XORs (32 is a multiple of 4, so the key stays aligned).
 pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    // Nothing to do (a frame unmasked as it arrived has its key zeroed).
+    if mask == [0; 4] {
+        return;
+    }
     let mut wide = [0u8; 32];
     for (i, m) in wide.iter_mut().enumerate() {
         *m = mask[i & 3];
