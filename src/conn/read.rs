@@ -61,11 +61,13 @@ fn approved_in_place(opcode: u8, payload: &[u8]) -> Data<'_> {
 }
 
 /// Keeps the start of an incomplete frame. Room for its rest is reserved at once when
-/// that at most doubles what has arrived — no more than growth by doubling takes — so
-/// the frame is not moved (copied again) while it completes.
+/// that at most doubles what has arrived (no more than growth by doubling takes), or
+/// once 64 KiB of it arrived (the frame is trusted then), so the frame is not moved
+/// (copied again) while it completes, nor when the rest is read straight into it.
 fn keep_incomplete(busy: &mut Busy, bytes: &[u8]) {
     let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(usize::MAX);
-    if rest <= busy.partial.len() + bytes.len() {
+    let have = busy.partial.len() + bytes.len();
+    if rest <= have || (have >= RESERVE_AFTER && rest != usize::MAX) {
         busy.partial.reserve(bytes.len() + rest);
     }
     busy.partial.extend_from_slice(bytes);
@@ -257,17 +259,18 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Reads up to `room` bytes of the frame in progress into its own buffer: one
-    /// allocation of the whole frame, made on the first such read with what had
-    /// arrived copied in, so it never moves or grows while the rest is read (into its
-    /// spare capacity: nothing is zeroed first).
+    /// allocation of the whole frame, holding what had arrived, so it never moves or
+    /// grows while the rest is read (into its spare capacity: nothing is zeroed
+    /// first).
     fn read_direct(&mut self, room: usize) -> std::io::Result<usize> {
         let Some(busy) = self.busy.as_deref_mut() else {
             return Ok(0);
         };
         if !busy.reading_direct() {
             let rest = usize::try_from(busy.scanner.frame_remaining()).unwrap_or(0);
-            let mut frame = Vec::with_capacity(busy.partial.len() + rest);
-            frame.extend_from_slice(&busy.partial);
+            let mut frame = std::mem::take(&mut busy.partial);
+            // Usually room was reserved as the frame's start was kept.
+            frame.reserve_exact(rest);
             busy.direct_end = frame.len() + rest;
             // The payload is unmasked as it arrives, while it is still in cache; the
             // header's key is zeroed, so reading the whole frame does not do it again.
@@ -514,7 +517,7 @@ mod tests {
     /// A frame's claimed length is trusted with memory only up to twice what has
     /// arrived; past that the rest is reserved once, so completing never moves it.
     #[test]
-    fn the_rest_of_a_frame_is_reserved_only_once_half_of_it_arrived() {
+    fn the_rest_of_a_frame_is_reserved_once_half_or_64_kib_of_it_arrived() {
         let cfg = Config::default();
         let mut pool = Pool::new(1);
         let mut busy = pool.take(&cfg, Instant::now());
@@ -536,5 +539,22 @@ mod tests {
             "room for the frame once half is here"
         );
         assert_eq!(len, first.len() + more.len());
+
+        // A 1 MiB frame: room for all of it once 64 KiB arrived, not before.
+        let mut busy = pool.take(&cfg, Instant::now());
+        let mut head = vec![0x82, 0x80 | 127];
+        head.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        head.extend_from_slice(&[1, 2, 3, 4]);
+        let first = [head, vec![0; 1000]].concat();
+        assert_eq!(busy.scanner.scan(&first), Ok(0));
+        keep_incomplete(&mut busy, &first);
+        assert!(busy.partial.capacity() < 4 << 10, "a claim is not a reason");
+        let more = vec![0; RESERVE_AFTER];
+        assert_eq!(busy.scanner.scan(&more), Ok(0));
+        keep_incomplete(&mut busy, &more);
+        assert!(
+            busy.partial.capacity() >= 14 + (1 << 20),
+            "trusted after 64 KiB"
+        );
     }
 }

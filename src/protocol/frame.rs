@@ -97,8 +97,10 @@ pub(crate) fn read_header(bytes: &[u8]) -> Option<Head> {
 
 /// Unmasks a payload in place, 32 bytes at a time: a fixed-size inner loop the
 /// compiler turns into vector XORs (32 is a multiple of 4, so the key stays aligned).
+/// A zero key needs nothing, as for a frame unmasked as it arrived (its key zeroed).
+/// (An AVX2 build of this loop was tried: on 1 MiB echoes it is memory-bound, and
+/// perf showed no gain.)
 pub(crate) fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    // Nothing to do (a frame unmasked as it arrived has its key zeroed).
     if mask == [0; 4] {
         return;
     }
@@ -238,5 +240,25 @@ mod tests {
         assert!(p.len() <= MAX_CONTROL);
         assert!(read_close(&p).is_ok());
         assert!(close_payload(1005, "ignored").is_empty());
+    }
+
+    /// `unmask` is the XOR with the key repeated, at every length near the edges of
+    /// its 32-byte words; a zero key is none.
+    #[test]
+    fn unmask_is_the_repeated_key_at_every_length() {
+        let key = [0x37, 0xFA, 0x21, 0x3D];
+        for len in (0..70).chain(1000..1100).chain([4096, 65_537]) {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let mut bytes = plain.clone();
+            unmask(&mut bytes, key);
+            let expected: Vec<u8> = plain
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ key[i % 4])
+                .collect();
+            assert!(bytes == expected, "length {len}");
+            unmask(&mut bytes, [0; 4]);
+            assert!(bytes == expected, "length {len}, zero key");
+        }
     }
 }
