@@ -544,16 +544,16 @@ impl<S: Transport> Conn<S> {
             env.stats.messages_out += sent.0;
             env.stats.bytes_out += sent.1;
         }
-        self.dispatch(now, env);
+        // Checked here, not in the call: an echo queues no command, once per message.
+        if !env.ctx.commands.is_empty() {
+            self.dispatch(now, env);
+        }
         r
     }
 
     /// Routes the commands a callback made: this connection's are applied at once, in
     /// order; everything else is the loop's, after this call.
     fn dispatch<H: Handler>(&mut self, now: Instant, env: &mut Env<H>) {
-        if env.ctx.commands.is_empty() {
-            return;
-        }
         // Taken and given back so the command list keeps its allocation.
         let mut commands = std::mem::take(env.ctx.commands);
         for cmd in commands.drain(..) {
