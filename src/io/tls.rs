@@ -9,7 +9,7 @@ use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::io::{self, ErrorKind, IoSlice, Read, Write};
+use std::io::{self, BufRead, ErrorKind, IoSlice, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -56,6 +56,50 @@ impl TlsStream {
         let tls = ServerConnection::new(config).map_err(io::Error::other)?;
         Ok(TlsStream { sock, tls })
     }
+
+    /// Decrypts what `read_tls` took and sends what rustls queued for the peer (an
+    /// alert, a handshake flight, a key update).
+    fn process(&mut self) -> io::Result<()> {
+        if let Err(e) = self.tls.process_new_packets() {
+            // rustls queued an alert for the peer; send it if the socket takes it.
+            let _ = self.flush_pending();
+            return Err(io::Error::new(ErrorKind::InvalidData, e));
+        }
+        self.flush_pending().map(drop)
+    }
+
+    /// One socket read by rustls (a record or so), decrypted; `Ok(0)` at the end of
+    /// the stream.
+    fn read_record(&mut self) -> io::Result<usize> {
+        let n = self.tls.read_tls(&mut self.sock)?;
+        if n > 0 {
+            self.process()?;
+        }
+        Ok(n)
+    }
+
+    /// Appends up to `max` bytes of the plaintext rustls holds to `buf`, copied from
+    /// its chunks into `buf`'s spare capacity (nothing zeroed first); `None` when it
+    /// holds none yet, `Some(0)` after the peer's close_notify.
+    fn take_plaintext(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<usize>> {
+        let start = buf.len();
+        let mut reader = self.tls.reader();
+        while buf.len() - start < max {
+            let chunk = match reader.fill_buf() {
+                Ok(chunk) => chunk,
+                Err(_) if buf.len() > start => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len().min(max - (buf.len() - start));
+            buf.extend_from_slice(&chunk[..n]);
+            reader.consume(n);
+        }
+        Ok(Some(buf.len() - start))
+    }
 }
 
 impl Read for TlsStream {
@@ -67,16 +111,9 @@ impl Read for TlsStream {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e),
             }
-            if self.tls.read_tls(&mut self.sock)? == 0 {
+            if self.read_record()? == 0 {
                 return Ok(0);
             }
-            if let Err(e) = self.tls.process_new_packets() {
-                // rustls queued an alert for the peer; send it if the socket takes it.
-                let _ = self.flush_pending();
-                return Err(io::Error::new(ErrorKind::InvalidData, e));
-            }
-            // Handshake messages (or a key update) may now wait to be sent.
-            self.flush_pending()?;
         }
     }
 }
@@ -149,9 +186,17 @@ impl Transport for TlsStream {
         false
     }
 
+    /// Plaintext is copied out of rustls's own buffers into the spare capacity:
+    /// zeroing `max` bytes for each record (16 KiB) read would cost more than the copy.
     fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        // rustls copies plaintext out only into initialized memory.
-        super::transport::read_append_zeroed(self, buf, max)
+        loop {
+            if let Some(n) = self.take_plaintext(buf, max)? {
+                return Ok(n);
+            }
+            if self.read_record()? == 0 {
+                return Ok(0);
+            }
+        }
     }
 }
 
