@@ -213,3 +213,98 @@ impl Source for TlsStream {
         self.sock.deregister(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{PrivatePkcs8KeyDer, ServerName};
+    use std::time::{Duration, Instant};
+
+    /// A server `TlsStream` on a loopback socket and a blocking rustls client on the
+    /// other end, both trusting a certificate made for the test.
+    fn pair() -> (
+        TlsStream,
+        rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    ) {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = certified.cert.der().clone();
+        let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key.into())
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client_tcp = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client_tcp
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let (server_tcp, _) = listener.accept().unwrap();
+        server_tcp.set_nonblocking(true).unwrap();
+        let server = TlsStream::new(TcpStream::from_std(server_tcp), Arc::new(server)).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let client = rustls::ClientConnection::new(Arc::new(client), name).unwrap();
+        (server, rustls::StreamOwned::new(client, client_tcp))
+    }
+
+    /// One `read_append` of a room from a fixed cycle; `Ok(true)` at the end.
+    fn step(server: &mut TlsStream, got: &mut Vec<u8>, calls: &mut usize) -> io::Result<bool> {
+        let (before, max) = (got.len(), [100_000, 7, 40_000][*calls % 3]);
+        *calls += 1;
+        match server.read_append(got, max) {
+            Ok(0) => {
+                assert_eq!(got.len(), before, "bytes appended at the end of the stream");
+                return Ok(true);
+            }
+            Ok(n) => {
+                assert!(n <= max, "{n} bytes for a room of {max}");
+                assert_eq!(got.len(), before + n);
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(false)
+    }
+
+    /// `read_append` hands over at most `max` bytes per call, all of them in order,
+    /// then the end of the stream: the client's close_notify arrives right behind its
+    /// last record, already in the socket when the server reads.
+    #[test]
+    fn read_append_takes_at_most_max_then_sees_close_notify() {
+        let (mut server, mut client) = pair();
+        let sent: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let sent = sent.clone();
+            std::thread::spawn(move || {
+                client.write_all(&sent).unwrap();
+                client.conn.send_close_notify();
+                client.flush().unwrap();
+                client
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut got, mut calls) = (Vec::new(), 0);
+        // The client's first write waits for the server's side of the handshake.
+        while server.tls.is_handshaking() {
+            assert!(Instant::now() < deadline, "handshake stuck");
+            assert!(!step(&mut server, &mut got, &mut calls).unwrap());
+        }
+        // Then all of it (small enough for the socket buffers) and close_notify wait.
+        let _client = writer.join().unwrap();
+        while !step(&mut server, &mut got, &mut calls).unwrap() {
+            assert!(Instant::now() < deadline, "stuck after {} bytes", got.len());
+        }
+        assert_eq!(got, sent);
+    }
+}
