@@ -395,14 +395,18 @@ impl FrameScanner {
                 ascii += 8;
             }
         }
-        // A multiple of 4 so every block starts at mask[0].
-        let mut buf = [0u8; 64];
-        for block in masked[ascii..].chunks(buf.len()) {
-            let plain = &mut buf[..block.len()];
-            for (i, (p, &m)) in plain.iter_mut().zip(block).enumerate() {
-                *p = m ^ self.mask[i & 3];
+        // All ASCII, the common case: no block to set up.
+        let rest = &masked[ascii..];
+        if !rest.is_empty() {
+            // A multiple of 4 so every block starts at mask[0].
+            let mut buf = [0u8; 64];
+            for block in rest.chunks(buf.len()) {
+                let plain = &mut buf[..block.len()];
+                for (i, (p, &m)) in plain.iter_mut().zip(block).enumerate() {
+                    *p = m ^ self.mask[i & 3];
+                }
+                self.utf8 = self.utf8.feed(plain).ok_or(ScanError::InvalidUtf8)?;
             }
-            self.utf8 = self.utf8.feed(plain).ok_or(ScanError::InvalidUtf8)?;
         }
         self.mask.rotate_left(masked.len() & 3);
         Ok(())
