@@ -48,16 +48,8 @@ impl Head {
 /// The length (header and payload) of the frame whose header starts `bytes`, once
 /// the whole header is there; the payload may still be missing.
 pub(crate) fn frame_len(bytes: &[u8]) -> Option<usize> {
-    let (header_len, payload_len) = match *bytes.get(1)? & 0x7F {
-        126 => (
-            8,
-            u64::from(u16::from_be_bytes(*bytes.get(2..4)?.first_chunk()?)),
-        ),
-        127 => (14, u64::from_be_bytes(*bytes.get(2..10)?.first_chunk()?)),
-        len => (6, u64::from(len)),
-    };
-    bytes.get(..header_len)?;
-    header_len.checked_add(usize::try_from(payload_len).ok()?)
+    let head = read_header(bytes)?;
+    head.header_len.checked_add(head.payload_len)
 }
 
 /// Reads the header at the start of `bytes`, which must begin with a whole frame the
