@@ -76,8 +76,13 @@ impl Transport for MemStream {
         true
     }
 
+    /// Through `read`, into zeroed room: the fuzzers need no speed here.
     fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
-        crate::io::transport::read_append_zeroed(self, buf, max)
+        let start = buf.len();
+        buf.resize(start + max, 0);
+        let read = self.read(&mut buf[start..]);
+        buf.truncate(start + *read.as_ref().unwrap_or(&0));
+        read
     }
 }
 

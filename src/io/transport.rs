@@ -32,19 +32,6 @@ pub(crate) trait Transport: Read + Write + Source {
     fn read_append(&mut self, buf: &mut Vec<u8>, max: usize) -> io::Result<usize>;
 }
 
-/// `read_append` for a transport that can only read into initialized memory.
-pub(crate) fn read_append_zeroed(
-    r: &mut impl Read,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> io::Result<usize> {
-    let start = buf.len();
-    buf.resize(start + max, 0);
-    let read = r.read(&mut buf[start..]);
-    buf.truncate(start + *read.as_ref().unwrap_or(&0));
-    read
-}
-
 /// `read_append` for a kernel socket: read(2) straight into the spare capacity.
 fn read_fd_append(fd: RawFd, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
     buf.reserve(max);
