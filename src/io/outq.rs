@@ -212,6 +212,18 @@ mod tests {
         block_every: usize,
     }
 
+    impl Trickle {
+        /// Takes at most `budget` bytes per call; every `block_every`-th call blocks.
+        fn new(budget: usize, block_every: usize) -> Trickle {
+            Trickle {
+                got: Vec::new(),
+                budget,
+                calls: 0,
+                block_every,
+            }
+        }
+    }
+
     impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.write_vectored(&[IoSlice::new(buf)])
@@ -251,12 +263,7 @@ mod tests {
             want.extend_from_slice(b"shared");
         }
         assert_eq!(q.len(), want.len());
-        let mut w = Trickle {
-            got: Vec::new(),
-            budget: 1000,
-            calls: 0,
-            block_every: 7,
-        };
+        let mut w = Trickle::new(1000, 7);
         while q.write_to(&mut w).unwrap() > 0 || !q.is_empty() {}
         assert_eq!(w.got, want);
         assert!(q.is_empty());
@@ -267,12 +274,7 @@ mod tests {
     fn a_partly_written_front_buffer_is_not_grown() {
         let mut q = OutQueue::default();
         q.push_bytes(&[1; 100]);
-        let mut w = Trickle {
-            got: Vec::new(),
-            budget: 10,
-            calls: 0,
-            block_every: 2,
-        };
+        let mut w = Trickle::new(10, 2);
         assert_eq!(q.write_to(&mut w).unwrap(), 10);
         q.push_bytes(&[2; 100]);
         assert_eq!(q.segments.len(), 2, "appended behind, not into, the front");
@@ -315,22 +317,12 @@ mod tests {
         ] {
             let mut q = OutQueue::default();
             let block_every = if budget == 0 { 1 } else { usize::MAX };
-            let mut w = Trickle {
-                got: Vec::new(),
-                budget: budget.min(whole.len()),
-                calls: 0,
-                block_every,
-            };
+            let mut w = Trickle::new(budget.min(whole.len()), block_every);
             q.push_frame_through(&header, &payload, &mut w);
             assert_eq!(w.calls, 1, "budget {budget}");
             assert_eq!(w.got.len() + q.len(), whole.len(), "budget {budget}");
             let mut rest = w.got.clone();
-            let mut drain = Trickle {
-                got: Vec::new(),
-                budget: usize::MAX,
-                calls: 0,
-                block_every: usize::MAX,
-            };
+            let mut drain = Trickle::new(usize::MAX, usize::MAX);
             q.write_to(&mut drain).unwrap();
             rest.extend_from_slice(&drain.got);
             assert!(rest == whole, "budget {budget}");
@@ -341,12 +333,7 @@ mod tests {
         }
         let mut q = OutQueue::default();
         q.push_bytes(b"queued first");
-        let mut w = Trickle {
-            got: Vec::new(),
-            budget: usize::MAX,
-            calls: 0,
-            block_every: usize::MAX,
-        };
+        let mut w = Trickle::new(usize::MAX, usize::MAX);
         q.push_frame_through(&header, &payload, &mut w);
         assert_eq!(w.calls, 0, "behind queued output: not written");
         assert_eq!(q.len(), 12 + whole.len());
