@@ -40,16 +40,6 @@ fi
 VPID=
 trap '[ -n "$VPID" ] && kill "$VPID" 2>/dev/null; true' EXIT
 
-metric() { # port name
-    python3 - "$1" "$2" <<'PY'
-import sys, urllib.request
-port, name = sys.argv[1], sys.argv[2]
-body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read().decode()
-for line in body.splitlines():
-    if line.startswith(name + " ") or line.startswith(name + "{"):
-        print(int(float(line.split()[-1]))); break
-PY
-}
 
 load_args() {
     case $1 in
@@ -81,13 +71,13 @@ for name in $SERVERS; do
             --duration "$SECS" --warmup 0 --quiet >"$OUT/$tag.out" 2>"$OUT/$tag.err" &
         lpid=$!
         wait $lpid || true
-        m1=0; [ $name = wsloop ] && m1=$(metric $mport wsloop_messages_in_total)
+        m1=0; [ $name = wsloop ] && m1=$(scrape_metric $mport wsloop_messages_in_total)
         kill "$VPID"; wait "$VPID" 2>/dev/null || true; VPID=
         msgs=$m1
         # rawecho has no counter: loadgen's messages (its whole run, no warm-up)
         if [ $name != wsloop ]; then msgs=$(grep '^RESULT' "$OUT/$tag.out" | tr ' ' '\n' | awk -F= '$1 == "msgs" { print $2 }'); fi
         dump=$(ls "$OUT"/$tag.cg.* 2>/dev/null | head -n 1)
-        ir=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(/,/, "", $1); print $1; done = 1 }')
+        ir=$(callgrind_total "$dump")
         echo "$tag msgs=$msgs Ir=$ir Ir_per_msg=$(( ir / (msgs > 0 ? msgs : 1) ))" | tee -a "$OUT/summary.txt"
         callgrind_annotate --inclusive=no "$dump" 2>/dev/null >"$OUT/$tag.annotate.txt" || true
     done

@@ -1,4 +1,4 @@
-# Shared helpers for benches/run.sh and benches/memory.sh (sourced, not run).
+# Shared helpers for the scripts in benches/ (sourced, not run).
 # Servers are pinned to SERVER_CPU (default core 1), load generators to
 # CLIENT_CPU (default core 0). All traffic stays on 127.0.0.0/8.
 
@@ -39,6 +39,33 @@ WSLOOP_BASE_BIN=
 BASE_SHA=
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# scrape_metric PORT NAME: the value of NAME at wsloop's metrics endpoint
+# 127.0.0.1:PORT (nothing printed when absent)
+scrape_metric() {
+    python3 - "$1" "$2" <<'PY'
+import sys, urllib.request
+port, name = sys.argv[1], sys.argv[2]
+body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read().decode()
+for line in body.splitlines():
+    if line.startswith(name + " ") or line.startswith(name + "{"):
+        print(int(float(line.split()[-1]))); break
+PY
+}
+
+# make_cert DIR: a throwaway self-signed certificate for localhost, valid one day:
+# DIR/cert.pem and DIR/key.pem
+make_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+        -addext basicConstraints=critical,CA:FALSE \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+}
+
+# callgrind_total FILE: the instructions a callgrind dump counted in all
+callgrind_total() {
+    callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(/,/, "", $1); print $1; done = 1 }'
+}
 
 # build_all: builds wsloop (repo root), the kit, and gorilla if possible;
 # takes uws if its binary is there (it is never built here).

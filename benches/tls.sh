@@ -4,7 +4,8 @@
 # medians and the TLS/plain ratio for small (32 B) and large (1 MiB) messages.
 #   benches/tls.sh            ROUNDS=3 SECONDS_PER_RUN=5 by default
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
 ROUNDS=${ROUNDS:-3}
 SECS=${SECONDS_PER_RUN:-5}
 cargo build --release -q
@@ -13,9 +14,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
-    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+make_cert "$work"
 
 # start VAR LOGFILE ARGS...: starts a server (in this shell, so cleanup knows its PID)
 # and sets VAR to its URL once it listens.

@@ -25,23 +25,10 @@ WSSBENCH=$BIN/wssbench
 [ -x "$WSSBENCH" ] || (cd "$KIT" && cargo build --release --locked 2>&1 | tail -n 1) >&2
 PROF=${PROF:-$ROOT/target/profiling/wsloop}
 [ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --profile profiling 2>&1 | tail -n 1) >&2
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-    -addext basicConstraints=critical,CA:FALSE \
-    -keyout "$OUT/key.pem" -out "$OUT/cert.pem" 2>/dev/null
+make_cert "$OUT"
 VPID=
 trap '[ -n "$VPID" ] && kill "$VPID" 2>/dev/null; true' EXIT
 
-metric() { # port name
-    python3 - "$1" "$2" <<'PY'
-import sys, urllib.request
-port, name = sys.argv[1], sys.argv[2]
-body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60).read().decode()
-for line in body.splitlines():
-    if line.startswith(name + " ") or line.startswith(name + "{"):
-        print(int(float(line.split()[-1]))); break
-PY
-}
 
 port=$((BASE_PORT + 70))
 for scheme in $SCHEMES; do
@@ -57,9 +44,9 @@ for scheme in $SCHEMES; do
     for _ in $(seq 1 300); do grep -q "listening on" "$OUT/$tag.server.log" && break; sleep 0.1; done
     taskset -c "$CLIENT_CPU" "$WSSBENCH" "$scheme://127.0.0.1:$port/ws" --ca "$OUT/cert.pem" \
         --size "$SIZE" --inflight "$INFLIGHT" --seconds "$SECS" >"$OUT/$tag.out" 2>&1 || true
-    msgs=$(metric "$mport" wsloop_messages_in_total)
+    msgs=$(scrape_metric "$mport" wsloop_messages_in_total)
     kill "$VPID"; wait "$VPID" 2>/dev/null || true; VPID=
-    ir=$(callgrind_annotate "$OUT/$tag.cg" 2>/dev/null | awk '/PROGRAM TOTALS/ && !done { gsub(/,/, "", $1); print $1; done = 1 }')
+    ir=$(callgrind_total "$OUT/$tag.cg")
     echo "$tag msgs=$msgs Ir=$ir Ir_per_msg=$((ir / (msgs > 0 ? msgs : 1)))" | tee -a "$OUT/summary.txt"
     callgrind_annotate --inclusive=no "$OUT/$tag.cg" >"$OUT/$tag.self.txt" 2>/dev/null || true
     callgrind_annotate --inclusive=yes "$OUT/$tag.cg" >"$OUT/$tag.incl.txt" 2>/dev/null || true

@@ -21,17 +21,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
-    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
-    -addext basicConstraints=critical,CA:FALSE \
-    -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-metric() {
-    python3 - "$1" <<'PY'
-import sys, urllib.request
-body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=30).read().decode()
-print(next(int(float(l.split()[-1])) for l in body.splitlines() if l.startswith("wsloop_messages_in_total")))
-PY
-}
+make_cert "$work"
 events=task-clock,page-faults,syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_writev,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_mmap,syscalls:sys_enter_munmap,syscalls:sys_enter_brk,syscalls:sys_enter_madvise
 port=$((BASE_PORT + 80))
 for round in $(seq "$ROUNDS"); do
@@ -46,9 +36,9 @@ for scheme in ${SCHEMES:-ws wss}; do
         --ca "$work/cert.pem" --size "$SIZE" --inflight "$INFLIGHT" --seconds "$SECS" >"$work/client.out" &
     cp=$!
     sleep 1
-    m0=$(metric "$mport")
+    m0=$(scrape_metric "$mport" wsloop_messages_in_total)
     perf stat -x, -e "$events" -p "$sp" -- sleep $((SECS - 2)) 2>"$work/perf.csv"
-    m1=$(metric "$mport")
+    m1=$(scrape_metric "$mport" wsloop_messages_in_total)
     wait "$cp" || true
     kill "$sp"; wait "$sp" 2>/dev/null || true
     python3 - "$scheme" "$((m1 - m0))" "$work/perf.csv" "$(sed -n 's/.*msgs_per_s=\([0-9]*\).*/\1/p' "$work/client.out")" <<'PY'
